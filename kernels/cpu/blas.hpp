@@ -1,0 +1,34 @@
+// The only place that calls CBLAS/LAPACKE directly: thin, row-major wrappers with the
+// shapes shardq uses. Everything else goes through these.
+#pragma once
+
+#include <cstdint>
+
+namespace shardq::cpu {
+
+// C[m,n] = alpha * A[m,k] · B[n,k]ᵀ + beta * C  (activations times a HF weight: y = x Wᵀ)
+void gemm_nt(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c,
+             float alpha = 1.0f, float beta = 0.0f);
+// C[m,n] = alpha * A[m,k] · B[k,n] + beta * C
+void gemm_nn(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c,
+             float alpha = 1.0f, float beta = 0.0f);
+// C[m,n] = alpha * A[k,m]ᵀ · B[k,n] + beta * C
+void gemm_tn(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c,
+             float alpha = 1.0f, float beta = 0.0f);
+// Upper triangle of C[n,n] += alpha * X[k,n]ᵀ · X[k,n]  (rank-k update; the Hessian's Σ xxᵀ)
+void syrk_upper_tn(int64_t n, int64_t k, const float* x, float* c, float alpha, float beta);
+
+// In-place Cholesky of a symmetric positive definite row-major n×n matrix: on success the
+// upper triangle holds U with A = UᵀU and the function returns 0; otherwise the LAPACK info
+// (> 0: the leading minor of that order is not positive definite).
+int cholesky_upper(int64_t n, float* a);
+int cholesky_upper(int64_t n, double* a);
+// Inverse from the Cholesky factor in the upper triangle (potri); fills the upper triangle.
+int cholesky_inverse_upper(int64_t n, float* a);
+int cholesky_inverse_upper(int64_t n, double* a);
+
+// Threads OpenBLAS may use (1 per MPI rank on a shared box).
+void blas_set_threads(int n);
+int blas_threads();
+
+}  // namespace shardq::cpu
