@@ -179,6 +179,11 @@ void llama2c_convert(const Llama2cConvertOptions& options) {
   io_check(tokenizer->vocab_size() == c.vocab_size,
            "tokenizer '{}' has {} tokens but llama2.c checkpoint '{}' has vocab_size {}", options.tokenizer.string(),
            tokenizer->vocab_size(), options.model_bin.string(), c.vocab_size);
+  // Read now, as the source may be one of the files --force replaces below; copied through
+  // our own write (not copy_file) so that a read-only source does not give a read-only copy.
+  std::ifstream in(options.tokenizer, std::ios::binary);
+  const std::string tokenizer_bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  io_check(!in.bad(), "cannot read tokenizer '{}'", options.tokenizer.string());
 
   const auto& out = options.output;
   std::error_code ec;
@@ -220,13 +225,8 @@ void llama2c_convert(const Llama2cConvertOptions& options) {
 
   write_file_atomic(out / "config.json", model_config_to_json(llama2c_model_config(c, options.type)).dump(2) + "\n");
 
-  const auto tokenizer_path = out / (is_sentencepiece(options.tokenizer) ? "tokenizer.model" : "tokenizer.bin");
-  // Copied through our own write (not copy_file) so that a read-only source does not make
-  // the output read-only.
-  std::ifstream in(options.tokenizer, std::ios::binary);
-  const std::string bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  io_check(!in.bad(), "cannot read tokenizer '{}'", options.tokenizer.string());
-  write_file_atomic(tokenizer_path, bytes);
+  write_file_atomic(out / (is_sentencepiece(options.tokenizer) ? "tokenizer.model" : "tokenizer.bin"),
+                    tokenizer_bytes);
 }
 
 }  // namespace shardq

@@ -299,6 +299,9 @@ TEST(ConvertLlama2c, NonEmptyOutputNeedsForce) {
   EXPECT_EQ(model_config_load(out).hidden_size, 128);
   EXPECT_TRUE(fs::exists(out / "tokenizer.model"));
   EXPECT_FALSE(fs::exists(out / "tokenizer.bin"));
+  // The tokenizer may come from the very directory being replaced.
+  llama2c_convert({baby_dir() / "model5000.bin", out / "tokenizer.model", out, dtype::f32, true});
+  EXPECT_EQ(test::read_text(out / "tokenizer.model"), test::read_text(baby_dir() / "tok105.model"));
   EXPECT_THROW(llama2c_convert({stories_dir() / "stories260K.bin", stories_dir() / "tok512.bin", dir / "i8", dtype::i8}),
                spec_error);
 }

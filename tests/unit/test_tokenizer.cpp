@@ -183,6 +183,19 @@ TEST(Tokenizer, Tok512CountsCalibAsReadme) {
   EXPECT_EQ(total, 515833u);
 }
 
+// tok105.bin was exported from tok105.model; every piece must print the same after any id.
+TEST(Tokenizer, SentencePieceDecodesLikeItsLlama2cExport) {
+  const auto sp = tokenizer_sentencepiece_load(baby_dir() / "tok105.model");
+  const auto bin = tokenizer_llama2c_load(baby_dir() / "tok105.bin");
+  for (int32_t prev : {0, 1, 2, 3, 40}) {
+    for (int32_t id = 0; id < sp->vocab_size(); ++id) {
+      ASSERT_EQ(sp->decode_piece(prev, id), bin->decode_piece(prev, id)) << "prev " << prev << " id " << id;
+    }
+  }
+  EXPECT_THROW(sp->decode_piece(1, 105), io_error);
+  EXPECT_THROW(bin->decode_piece(1, -1), io_error);
+}
+
 TEST(Tokenizer, SentencePieceRoundTripsAndAgreesWithTok105BinOnAscii) {
   const auto sp = tokenizer_sentencepiece_load(baby_dir() / "tok105.model");
   const auto bin = tokenizer_llama2c_load(baby_dir() / "tok105.bin");
