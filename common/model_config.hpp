@@ -1,9 +1,13 @@
 // config.json of the Llama family: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM
 // (q/k/v biases). GQA, tied embeddings, explicit head_dim and rope_theta are supported;
-// anything this version cannot run (unknown rope_scaling type, sliding window in use, ...)
-// is refused with an unsupported_error naming the key.
+// anything this version cannot run (any rope_scaling, a sliding window shorter than the
+// context, an activation other than silu, Llama attention/MLP biases) is refused with an
+// unsupported_error naming the key. Keys a file may omit take the Hugging Face defaults
+// (num_key_value_heads = num_attention_heads, head_dim = hidden / heads, rms_norm_eps 1e-6,
+// rope_theta 10000, max_position_embeddings 2048, bos 1, eos 2; a list of eos ids gives the first).
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 
@@ -33,12 +37,12 @@ struct ModelConfig {
 
   int q_dim() const { return num_heads * head_dim; }
   int kv_dim() const { return num_kv_heads * head_dim; }
-  // Parameters of one decoder layer's linears (q,k,v,o,gate,up,down).
+  // Weight parameters of one decoder layer's linears (q,k,v,o,gate,up,down; biases not counted).
   int64_t layer_linear_params() const;
 };
 
-// Throws io_error (unreadable, missing key, wrong type: naming file and key) or
-// unsupported_error.
+// Throws io_error (unreadable, missing key, wrong type: "config.json (<context>): missing key
+// 'hidden_size'") or unsupported_error. `context` is the file path in messages.
 ModelConfig model_config_from_json(const nlohmann::json& j, const std::string& context);
 ModelConfig model_config_load(const std::filesystem::path& model_dir);
 nlohmann::json model_config_to_json(const ModelConfig& c);  // HF-style config.json

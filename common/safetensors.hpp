@@ -6,7 +6,11 @@
 // Files are memory-mapped and validated when opened (offsets in range, non-overlapping,
 // size == numel * dtype size); a tensor's bytes are only touched when asked for, so a rank
 // reads just its own layers. A model directory holds model.safetensors or a sharded set
-// listed in model.safetensors.index.json.
+// listed in model.safetensors.index.json ({"weight_map": {tensor: file}}); opening a model
+// parses every header (a few KB each) so a bad index or file fails at once, not mid-job.
+//
+// Header parsing (safetensors_header.cpp) needs neither mmap nor HDF5: the fuzz target
+// tests/fuzz/fuzz_safetensors_header.cpp builds it alone with clang -fsanitize=fuzzer.
 #pragma once
 
 #include <cstddef>
@@ -17,6 +21,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/dtype.hpp"
@@ -61,12 +66,24 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
-// Parses and validates a header (JSON text) against a data buffer of `data_size` bytes.
-// Exposed for the fuzz target and tests; `context` names the file in error messages.
+// Parses and validates a header (JSON text) against a data buffer of `data_size` bytes:
+// every entry an object with a known dtype, non-negative shape and data_offsets
+// [begin, end] with begin <= end <= data_size, end - begin == numel * dtype size, and no two
+// tensors overlapping. "__metadata__" must map strings to strings. `context` names the
+// file in error messages ("safetensors file 'x': tensor 'y': ..."); throws io_error.
 std::map<std::string, TensorInfo> safetensors_parse_header(std::string_view header_json,
                                                            uint64_t data_size,
                                                            const std::string& context,
                                                            std::map<std::string, std::string>* metadata = nullptr);
+
+// A whole file's layout: the 8-byte length prefix checked against the file size, then the
+// header parsed as above. TensorInfo::file is left empty.
+struct SafetensorsLayout {
+  std::map<std::string, TensorInfo> tensors;
+  std::map<std::string, std::string> metadata;
+  uint64_t data_start = 0;  // 8 + header length
+};
+SafetensorsLayout safetensors_parse(std::span<const std::byte> file_bytes, const std::string& context);
 
 // All safetensors files of a model directory (single or index-sharded), opened lazily.
 class SafetensorsModel {
@@ -97,10 +114,16 @@ struct TensorToWrite {
   std::string name;
   dtype type = dtype::f32;
   std::vector<int64_t> shape;
-  // Fills `out` (exactly numel * dtype_size bytes, in pieces): called with the byte offset
-  // within this tensor and the span to fill.
+  // Fills `out` (exactly numel * dtype_size bytes, in pieces): called in order of
+  // increasing offset with the byte offset within this tensor and the span to fill; both
+  // are multiples of dtype_size, so a piece holds whole elements. May be empty for an
+  // empty tensor.
   std::function<void(uint64_t offset, std::span<std::byte> out)> fill;
 };
+// Tensors are laid out in the given order; the header is padded with spaces to a multiple
+// of 8 bytes (as the reference writer does) so the data buffer starts aligned. Writes
+// `path`.tmp with pwrite in chunks of a few MB and renames it, so a crash never leaves a
+// half-written file under the final name. Throws io_error naming the file on bad input.
 void safetensors_write(const std::filesystem::path& path, const std::vector<TensorToWrite>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 // Convenience: writes fp32 tensors converted to `type`.
