@@ -86,26 +86,38 @@ void check_one_of(const std::string& field, const std::string& value, std::initi
 constexpr std::pair<const char*, quant_method> kMethods[] = {
     {"gptq", quant_method::gptq}, {"rtn", quant_method::rtn}, {"nf4", quant_method::nf4}, {"int8", quant_method::int8}};
 
-quant_method parse_method(const std::string& field, const std::string& name) {
+}  // namespace
+
+quant_method parse_quant_method(const std::string& field, const std::string& name) {
   for (const auto& [spelling, m] : kMethods) {
     if (name == spelling) return m;
   }
   throw spec_error(field, fmt::format("must be one of gptq, rtn, nf4, int8, got '{}'", name));
 }
 
-const char* method_spelling(quant_method m) {
+const char* quant_method_spelling(quant_method m) {
   for (const auto& [spelling, mm] : kMethods) {
     if (mm == m) return spelling;
   }
   return "?";
 }
 
+QuantConfig quant_config_for_method(const QuantConfig& base, quant_method m) {
+  QuantConfig q = base;
+  q.method = m;
+  if (m == quant_method::nf4) q.bits = 4, q.group_size = 64, q.sym = true;
+  if (m == quant_method::int8) q.bits = 8, q.group_size = -1, q.sym = true;
+  return q;
+}
+
+namespace {
+
 void check_bits_for_method(const std::string& field, quant_method m, int bits) {
   switch (m) {
     case quant_method::gptq:
     case quant_method::rtn:
       if (bits != 2 && bits != 3 && bits != 4 && bits != 8)
-        throw spec_error(field, fmt::format("must be one of 2, 3, 4, 8 for {}, got {}", method_spelling(m), bits));
+        throw spec_error(field, fmt::format("must be one of 2, 3, 4, 8 for {}, got {}", quant_method_spelling(m), bits));
       return;
     case quant_method::nf4:
       if (bits != 4) throw spec_error(field, fmt::format("must be 4 for nf4, got {}", bits));
@@ -233,10 +245,8 @@ JobSpec job_spec_from_json(const json& j) {
   if (const json* q = root.find("quant")) {
     ObjectReader r(*q, "quant");
     r.get("method", method);
-    s.quant.method = parse_method("quant.method", method);
     // nf4 and int8 have fixed widths and groupings; their defaults follow the method.
-    if (s.quant.method == quant_method::nf4) s.quant.bits = 4, s.quant.group_size = 64;
-    if (s.quant.method == quant_method::int8) s.quant.bits = 8, s.quant.group_size = -1, s.quant.sym = true;
+    s.quant = quant_config_for_method(s.quant, parse_quant_method("quant.method", method));
     r.get("bits", s.quant.bits);
     r.get("group_size", s.quant.group_size);
     r.get("sym", s.quant.sym);
@@ -273,10 +283,11 @@ JobSpec job_spec_from_json(const json& j) {
         mo.pattern = it.key();
         ObjectReader orr(it.value(), field);
         if (const json* b = orr.find("bits")) mo.bits = ObjectReader::convert<int>(*b, field + ".bits");
-        if (const json* m = orr.find("method")) mo.method = ObjectReader::convert<std::string>(*m, field + ".method");
+        if (const json* m = orr.find("method"))
+          mo.method = parse_quant_method(field + ".method", ObjectReader::convert<std::string>(*m, field + ".method"));
         if (const json* g = orr.find("group_size")) mo.group_size = ObjectReader::convert<int>(*g, field + ".group_size");
         orr.finish();
-        const quant_method om = mo.method ? parse_method(field + ".method", *mo.method) : s.quant.method;
+        const quant_method om = mo.method.value_or(s.quant.method);
         if (mo.bits && *mo.bits != 16) check_bits_for_method(field + ".bits", om, *mo.bits);
         if (mo.group_size) check_group_size(field + ".group_size", *mo.group_size);
         s.precision.overrides.push_back(std::move(mo));
@@ -325,7 +336,7 @@ json job_spec_to_json(const JobSpec& s) {
   for (const auto& o : s.precision.overrides) {
     json v = json::object();
     if (o.bits) v["bits"] = *o.bits;
-    if (o.method) v["method"] = *o.method;
+    if (o.method) v["method"] = quant_method_spelling(*o.method);
     if (o.group_size) v["group_size"] = *o.group_size;
     overrides[o.pattern] = v;
   }
@@ -345,7 +356,7 @@ json job_spec_to_json(const JobSpec& s) {
             {"seq_len", s.calibration.seq_len},
             {"seed", s.calibration.seed}}},
           {"quant",
-           {{"method", method_spelling(s.quant.method)},
+           {{"method", quant_method_spelling(s.quant.method)},
             {"bits", s.quant.bits},
             {"group_size", s.quant.group_size},
             {"sym", s.quant.sym},

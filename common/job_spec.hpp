@@ -28,7 +28,7 @@ struct CalibrationSpec {
 struct ModuleOverride {
   std::string pattern;  // glob over module names ("model.layers.0.*")
   std::optional<int> bits;      // 16 keeps the module in floating point
-  std::optional<std::string> method;
+  std::optional<quant_method> method;
   std::optional<int> group_size;
 };
 
@@ -39,7 +39,7 @@ struct PrecisionSpec {
   std::string keep_fp16_layers;              // "16-31", "0-3,40-47" as written
   std::vector<int> keep_fp16_layer_list;     // parsed, sorted, unique
   std::vector<std::string> components = {"attn", "mlp"};
-  std::vector<ModuleOverride> overrides;     // in the order written; applied last
+  std::vector<ModuleOverride> overrides;     // applied last; the most specific pattern wins
   uint64_t seed = 0;                         // for policy random
 };
 
@@ -71,6 +71,12 @@ std::vector<int> parse_layer_ranges(const std::string& text, const std::string& 
 // directory and is not the model directory; an existing non-empty output directory is
 // refused unless `force` or spec.resume. Throws spec_error naming the field.
 void job_spec_check_paths(const JobSpec& spec, bool force);
+
+// Parses a method name ("gptq", "rtn", "nf4", "int8"); spec_error(field) otherwise.
+quant_method parse_quant_method(const std::string& field, const std::string& name);
+const char* quant_method_spelling(quant_method m);
+// `base` switched to method `m`: nf4 and int8 bring their fixed bits, grouping and grid.
+QuantConfig quant_config_for_method(const QuantConfig& base, quant_method m);
 
 // fnmatch-style glob ('*' and '?') used by overrides.
 bool glob_match(std::string_view pattern, std::string_view text);
