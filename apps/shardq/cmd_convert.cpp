@@ -1,5 +1,6 @@
 // `shardq convert llama2c MODEL.bin --tokenizer TOK --output DIR`: a llama2.c legacy
 // checkpoint to a Hugging Face Llama directory (common/llama2c.hpp does the work).
+#include <memory>
 #include <string>
 
 #include <CLI/CLI.hpp>
