@@ -1,0 +1,152 @@
+// Loading Llama-family weights into fp32 Tensors; see llama_weights.hpp.
+#include "worker/llama_weights.hpp"
+
+#include <cmath>
+#include <random>
+
+#include <fmt/format.h>
+
+#include "common/error.hpp"
+#include "common/safetensors.hpp"
+
+namespace shardq {
+
+std::array<std::pair<const char*, const Tensor*>, 7> LayerWeights::linears() const {
+  return {{{"self_attn.q_proj", &q_proj},
+           {"self_attn.k_proj", &k_proj},
+           {"self_attn.v_proj", &v_proj},
+           {"self_attn.o_proj", &o_proj},
+           {"mlp.gate_proj", &gate_proj},
+           {"mlp.up_proj", &up_proj},
+           {"mlp.down_proj", &down_proj}}};
+}
+
+std::array<std::pair<const char*, Tensor*>, 7> LayerWeights::linears() {
+  auto c = std::as_const(*this).linears();
+  std::array<std::pair<const char*, Tensor*>, 7> out;
+  for (size_t i = 0; i < c.size(); ++i) out[i] = {c[i].first, const_cast<Tensor*>(c[i].second)};
+  return out;
+}
+
+namespace {
+
+Tensor load_checked(const SafetensorsModel& model, const std::string& name, std::vector<int64_t> shape) {
+  const TensorInfo& info = model.info(name);
+  if (info.shape != shape)
+    throw io_error(fmt::format("tensor '{}' in '{}' has shape {}, the config implies {}", name, info.file,
+                               shape_string(info.shape), shape_string(shape)));
+  return model.load_fp32(name);
+}
+
+// The model's config and selected layer range, no tensors yet.
+ModelWeights empty_model(const ModelConfig& c, const WeightsSelection& sel) {
+  ModelWeights m;
+  m.config = c;
+  m.layer_begin = sel.layer_begin;
+  m.layer_end = sel.layer_end < 0 ? c.num_layers : sel.layer_end;
+  if (m.layer_begin < 0 || m.layer_begin > m.layer_end || m.layer_end > c.num_layers)
+    throw spec_error("layers", fmt::format("layer range [{}, {}) outside the model's {} layers", m.layer_begin,
+                                           m.layer_end, c.num_layers));
+  return m;
+}
+
+void check_range(const ModelConfig& config, int layer) {
+  if (layer < 0 || layer >= config.num_layers)
+    throw spec_error("layers", fmt::format("layer {} outside the model's {} layers", layer, config.num_layers));
+}
+
+}  // namespace
+
+LayerWeights layer_weights_load(const SafetensorsModel& model, const ModelConfig& c, int layer) {
+  check_range(c, layer);
+  const std::string p = layer_prefix(layer);
+  const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), inter = c.intermediate_size;
+  LayerWeights w;
+  w.attn_norm = load_checked(model, p + "input_layernorm.weight", {h});
+  w.q_proj = load_checked(model, p + "self_attn.q_proj.weight", {q, h});
+  w.k_proj = load_checked(model, p + "self_attn.k_proj.weight", {kv, h});
+  w.v_proj = load_checked(model, p + "self_attn.v_proj.weight", {kv, h});
+  w.o_proj = load_checked(model, p + "self_attn.o_proj.weight", {h, q});
+  if (c.attention_bias) {
+    w.q_bias = load_checked(model, p + "self_attn.q_proj.bias", {q});
+    w.k_bias = load_checked(model, p + "self_attn.k_proj.bias", {kv});
+    w.v_bias = load_checked(model, p + "self_attn.v_proj.bias", {kv});
+  }
+  w.ffn_norm = load_checked(model, p + "post_attention_layernorm.weight", {h});
+  w.gate_proj = load_checked(model, p + "mlp.gate_proj.weight", {inter, h});
+  w.up_proj = load_checked(model, p + "mlp.up_proj.weight", {inter, h});
+  w.down_proj = load_checked(model, p + "mlp.down_proj.weight", {h, inter});
+  return w;
+}
+
+ModelWeights model_weights_load(const SafetensorsModel& model, const ModelConfig& c, const WeightsSelection& sel) {
+  ModelWeights m = empty_model(c, sel);
+  const int64_t h = c.hidden_size, vocab = c.vocab_size;
+  if (sel.embedding || (sel.head && c.tie_word_embeddings))
+    m.embed_tokens = load_checked(model, "model.embed_tokens.weight", {vocab, h});
+  if (sel.head) {
+    m.final_norm = load_checked(model, "model.norm.weight", {h});
+    if (!c.tie_word_embeddings) m.lm_head = load_checked(model, "lm_head.weight", {vocab, h});
+  }
+  for (int l = m.layer_begin; l < m.layer_end; ++l) m.layers.push_back(layer_weights_load(model, c, l));
+  return m;
+}
+
+ModelWeights model_weights_load(const std::filesystem::path& path, const WeightsSelection& sel) {
+  if (std::filesystem::exists(path / "manifest.json") && !std::filesystem::exists(path / "config.json"))
+    throw unsupported_error(fmt::format("'{}' is a shardq checkpoint; loading checkpoints is not supported yet", path.string()));
+  const ModelConfig config = model_config_load(path);
+  const SafetensorsModel model(path);
+  return model_weights_load(model, config, sel);
+}
+
+std::filesystem::path model_tokenizer_dir(const std::filesystem::path& path) { return path; }
+
+namespace {
+
+Tensor random_tensor(std::mt19937_64& rng, std::vector<int64_t> shape, float center, float spread) {
+  Tensor t(std::move(shape));
+  // Mapping of the 64-bit draw to [-1, 1) written out: std::uniform_real_distribution's output
+  // is implementation-defined and would make the test models differ between standard libraries.
+  for (float& x : t.data) x = center + spread * static_cast<float>(static_cast<double>(rng() >> 11) * 0x1p-52 - 1.0);
+  return t;
+}
+
+}  // namespace
+
+LayerWeights layer_weights_random(const ModelConfig& c, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), inter = c.intermediate_size;
+  const float sh = 1.0f / std::sqrt(static_cast<float>(h));
+  LayerWeights w;
+  w.attn_norm = random_tensor(rng, {h}, 1.0f, 0.1f);
+  w.q_proj = random_tensor(rng, {q, h}, 0.0f, sh);
+  w.k_proj = random_tensor(rng, {kv, h}, 0.0f, sh);
+  w.v_proj = random_tensor(rng, {kv, h}, 0.0f, sh);
+  w.o_proj = random_tensor(rng, {h, q}, 0.0f, 1.0f / std::sqrt(static_cast<float>(q)));
+  if (c.attention_bias) {
+    w.q_bias = random_tensor(rng, {q}, 0.0f, 0.1f);
+    w.k_bias = random_tensor(rng, {kv}, 0.0f, 0.1f);
+    w.v_bias = random_tensor(rng, {kv}, 0.0f, 0.1f);
+  }
+  w.ffn_norm = random_tensor(rng, {h}, 1.0f, 0.1f);
+  w.gate_proj = random_tensor(rng, {inter, h}, 0.0f, sh);
+  w.up_proj = random_tensor(rng, {inter, h}, 0.0f, sh);
+  w.down_proj = random_tensor(rng, {h, inter}, 0.0f, 1.0f / std::sqrt(static_cast<float>(inter)));
+  return w;
+}
+
+ModelWeights model_weights_random(const ModelConfig& c, uint64_t seed) {
+  ModelWeights m;
+  m.config = c;
+  m.layer_end = c.num_layers;
+  std::mt19937_64 rng(seed);
+  m.embed_tokens = random_tensor(rng, {c.vocab_size, c.hidden_size}, 0.0f, 1.0f);
+  m.final_norm = random_tensor(rng, {c.hidden_size}, 1.0f, 0.1f);
+  if (!c.tie_word_embeddings)
+    m.lm_head = random_tensor(rng, {c.vocab_size, c.hidden_size}, 0.0f, 1.0f / std::sqrt(static_cast<float>(c.hidden_size)));
+  for (int l = 0; l < c.num_layers; ++l) m.layers.push_back(layer_weights_random(c, rng()));
+  return m;
+}
+
+}  // namespace shardq
