@@ -62,6 +62,12 @@ void log_softmax_row(const float* logits, int64_t n, double* out) {
   for (int64_t j = 0; j < n; ++j) out[j] = static_cast<double>(logits[j]) - log_z;
 }
 
+double kl_divergence(const double* log_p, const double* log_q, int64_t n) {
+  double kl = 0;
+  for (int64_t j = 0; j < n; ++j) kl += std::exp(log_p[j]) * (log_p[j] - log_q[j]);
+  return kl;
+}
+
 EvalResult evaluate(const ModelWeights& model, const std::vector<int32_t>& stream, const EvalOptions& opt,
                     const ModelWeights* ref) {
   const int vocab = model.config.vocab_size;
@@ -105,9 +111,7 @@ EvalResult evaluate(const ModelWeights& model, const std::vector<int32_t>& strea
         if (ref) {
           const float* rl = ref_logits.ptr() + row * vocab;
           log_softmax_row(rl, vocab, lp_ref.data());
-          double kl = 0;
-          for (int j = 0; j < vocab; ++j) kl += std::exp(lp_ref[j]) * (lp_ref[j] - lp[j]);
-          kl_sum += kl;
+          kl_sum += kl_divergence(lp_ref.data(), lp.data(), vocab);
           top1_hits += std::max_element(lg, lg + vocab) - lg == std::max_element(rl, rl + vocab) - rl;
         }
       }

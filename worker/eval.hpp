@@ -55,5 +55,7 @@ EvalResult evaluate(const ModelWeights& model, const std::vector<int32_t>& strea
 
 // log-softmax of one row in double precision.
 void log_softmax_row(const float* logits, int64_t n, double* out);
+// KL(p ‖ q) = Σ p (log p − log q) from two rows of log-probabilities.
+double kl_divergence(const double* log_p, const double* log_q, int64_t n);
 
 }  // namespace shardq

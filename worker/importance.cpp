@@ -94,8 +94,7 @@ double LayerSensitivityProbe::kl_with_layer(int layer, const LayerWeights& repla
   double kl_sum = 0;
   for (int64_t t = 0; t < n; ++t) {
     log_softmax_row(logits.data() + t * vocab, vocab, lp.data());
-    const double* lr = ref_log_probs_.data() + t * vocab;
-    for (int64_t j = 0; j < vocab; ++j) kl_sum += std::exp(lr[j]) * (lr[j] - lp[j]);
+    kl_sum += kl_divergence(ref_log_probs_.data() + t * vocab, lp.data(), vocab);
   }
   return n > 0 ? kl_sum / static_cast<double>(n) : 0.0;
 }
