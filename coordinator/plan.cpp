@@ -69,9 +69,4 @@ LayerPlan layer_plan_from_json(const nlohmann::json& j) {
   return p;
 }
 
-int64_t split_begin(int64_t n_items, int n_ranks, int rank) {
-  const int64_t base = n_items / n_ranks, extra = n_items % n_ranks;
-  return rank * base + std::min<int64_t>(rank, extra);
-}
-
 }  // namespace shardq

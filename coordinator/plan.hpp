@@ -9,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/partition.hpp"
+
 namespace shardq {
 
 struct LayerPlan {
@@ -27,8 +29,5 @@ LayerPlan plan_layers(const std::vector<double>& costs, int n_ranks);
 nlohmann::json layer_plan_to_json(const LayerPlan& p);
 LayerPlan layer_plan_from_json(const nlohmann::json& j);
 
-// Split of `n_items` (samples, row tiles) into contiguous, as-equal-as-possible ranges:
-// rank r gets [split_begin(n, size, r), split_begin(n, size, r + 1)).
-int64_t split_begin(int64_t n_items, int n_ranks, int rank);
 
 }  // namespace shardq

@@ -1,0 +1,6 @@
+# MPI tests: the distributed job under mpirun (as root in CI: OMPI_ALLOW_RUN_AS_ROOT).
+foreach(model stories synth)
+  add_test(NAME mpi.determinism_${model} COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/determinism.sh ${model})
+  set_tests_properties(mpi.determinism_${model} PROPERTIES LABELS "mpi" ENVIRONMENT "${SHARDQ_TEST_ENV}"
+                       TIMEOUT 900 PROCESSORS 2)
+endforeach()

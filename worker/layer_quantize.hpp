@@ -1,0 +1,45 @@
+// Quantization of one decoder layer's linears from its calibration statistics, on one rank
+// or with GPTQ's rows split across the ranks of a Comm (sequential schedule).
+//
+// Rows of a linear are independent given H⁻¹ (kernels/cpu/gptq.hpp), and GPTQ processes them
+// in tiles aligned to absolute row indices; ranks take contiguous runs of whole tiles, quantize
+// them, and every rank receives every slice (each needs the whole quantized layer to compute
+// the next layer's inputs). The integers are therefore the same for any number of ranks.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "comm/comm.hpp"
+#include "kernels/quant_types.hpp"
+#include "worker/modules.hpp"
+#include "worker/calibration.hpp"
+#include "worker/llama_weights.hpp"
+
+namespace shardq {
+
+struct QuantizedModule {
+  std::string name;                       // HF name without ".weight"
+  int layer = 0;
+  std::optional<QuantizedLinear> quantized;  // empty: kept in floating point
+  double rel_error = 0.0;                 // ‖(W−Q)X‖²/‖WX‖² from the layer's Hessian
+};
+
+// Hessian of the input of linear `kind` (q/k/v share attn_in, gate/up share mlp_in).
+const cpu::HessianAccumulator& hessian_for(const LayerCalibration& calib, const std::string& kind);
+
+// Quantizes the seven linears of `layer` as `choices` (its entries of the allocation) say.
+// `calib` may be null when no module uses GPTQ (rel_error is then measured with H = I,
+// i.e. the plain weight error). With `comm` of size > 1, GPTQ rows are split across ranks
+// and gathered everywhere; every rank returns the same result.
+std::vector<QuantizedModule> quantize_layer(const LayerWeights& weights, const std::vector<ModuleChoice>& choices,
+                                            const LayerCalibration* calib, Comm* comm);
+
+// The layer with each quantized linear replaced by its dequantized weights.
+LayerWeights dequantized_layer(const LayerWeights& weights, const std::vector<QuantizedModule>& modules);
+
+// Sums the statistics of every rank into every rank's `calib` (exact integer reduction).
+void calibration_allreduce(Comm& comm, LayerCalibration& calib);
+
+}  // namespace shardq
