@@ -6,10 +6,13 @@
 #include <map>
 #include <memory>
 
+#include <sys/resource.h>
+
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "common/checkpoint.hpp"
+#include "common/fault.hpp"
 #include "common/job_spec.hpp"
 #include "common/manifest.hpp"
 #include "common/model_config.hpp"
@@ -202,6 +205,7 @@ class ShardOutput {
   // Closes the shard and serialises this rank's records for the gather on rank 0.
   std::string finish() {
     writer_.close();
+    fault_point("shard_closed", index_, -1);
     Manifest part;
     part.layers = layers_;
     part.modules = records_;
@@ -230,7 +234,7 @@ void copy_tokenizer(const fs::path& model_dir, const fs::path& out_dir) {
 
 // Rank 0: the manifest from everyone's records, then model.h5 and manifest.json (last).
 json finalize_checkpoint(const JobPlan& p, const std::vector<std::string>& parts, const SafetensorsModel& model,
-                         std::map<std::string, double> phase_seconds) {
+                         std::map<std::string, double> phase_seconds, const json& ranks) {
   Manifest m;
   const fs::path model_dir = fs::absolute(p.spec.model);
   m.model.path = model_dir.string();
@@ -280,6 +284,7 @@ json finalize_checkpoint(const JobPlan& p, const std::vector<std::string>& parts
   m.summary.compression = bytes > 0 ? static_cast<double>(original) / static_cast<double>(bytes) : 0.0;
   m.summary.phase_seconds = std::move(phase_seconds);
   copy_tokenizer(model_dir, p.spec.output);
+  m.ranks = ranks;
   checkpoint_finalize(p.spec.output, m);
   return manifest_to_json(m);
 }
@@ -290,6 +295,13 @@ std::vector<float> embed_micro_batch(const JobPlan& p, const ModelWeights& embed
   std::vector<float> hidden(static_cast<size_t>(n_tokens * p.config.hidden_size));
   embed(embedding, p.windows.data() + static_cast<int64_t>(p.mb_begin(m)) * p.seq_len, n_tokens, hidden.data());
   return hidden;
+}
+
+// What the manifest records about each rank: where it ran, what it owned, its peak memory.
+json rank_info_json(const Comm& comm) {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return {{"rank", comm.rank()}, {"host", rank_label(comm)}, {"peak_rss_mb", static_cast<double>(usage.ru_maxrss) / 1024.0}};
 }
 
 struct LayerScores {
@@ -332,6 +344,7 @@ json run_pipeline(Comm& comm, const JobPlan& p, const JobOptions& options, Progr
       }
       for (int l = begin; l < end; ++l)
         calib[static_cast<size_t>(l - begin)].forward(p.config, weights.layer(l), hidden.data(), p.mb_size(m), p.seq_len);
+      fault_point("micro_batch", rank, m);
       if (rank < last_active) comm.send(hidden.data(), hidden.size() * sizeof(float), rank + 1, m);
       if (comm.is_root()) progress.update(m + 1);
     }
@@ -355,18 +368,29 @@ json run_pipeline(Comm& comm, const JobPlan& p, const JobOptions& options, Progr
     return json{{"layers", merged}, {"calibration_tokens", p.windows.size()}};
   }
 
+  // All ranks quantize their own layers at once, in lockstep rounds (round i: every rank's
+  // i-th layer) so that rank 0 can report the layers done by everyone after each round.
   t0 = clock_type::now();
   if (end > begin || rank == 0) shard = std::make_unique<ShardOutput>(p.spec.output, rank);
-  if (comm.is_root()) progress.begin_phase("quantize", end - begin);
-  for (int l = begin; l < end; ++l) {
-    const auto& c = calib[static_cast<size_t>(l - begin)];
-    const auto modules = quantize_layer(weights.layer(l), layer_choices(p.allocation, l),
-                                        p.windows.empty() ? nullptr : &c, nullptr);
-    shard->write_layer(model, l, weights.layer(l), modules, scores[static_cast<size_t>(l - begin)].lim,
-                       scores[static_cast<size_t>(l - begin)].zd);
-    calib[static_cast<size_t>(l - begin)] = LayerCalibration();
-    weights.layer(l) = LayerWeights();
-    if (comm.is_root()) progress.update(l - begin + 1);
+  int rounds = 0;
+  for (int r = 0; r < comm.size(); ++r) rounds = std::max(rounds, p.layers.end(r) - p.layers.begin(r));
+  if (comm.is_root()) progress.begin_phase("quantize", p.config.num_layers);
+  for (int round = 0; round < rounds; ++round) {
+    const int l = begin + round;
+    int64_t done = 0;
+    if (l < end) {
+      const auto& c = calib[static_cast<size_t>(round)];
+      const auto modules = quantize_layer(weights.layer(l), layer_choices(p.allocation, l),
+                                          p.windows.empty() ? nullptr : &c, nullptr);
+      fault_point("layer_quantized", rank, l);
+      shard->write_layer(model, l, weights.layer(l), modules, scores[static_cast<size_t>(round)].lim,
+                         scores[static_cast<size_t>(round)].zd);
+      calib[static_cast<size_t>(round)] = LayerCalibration();
+      weights.layer(l) = LayerWeights();
+    }
+    for (int r = 0; r < comm.size(); ++r) done += std::min(round + 1, p.layers.end(r) - p.layers.begin(r));
+    comm.barrier();
+    if (comm.is_root()) progress.update(static_cast<int>(done));
   }
   phases["quantize"] = seconds_since(t0);
   return nullptr;
@@ -410,6 +434,7 @@ void run_sequential(Comm& comm, const JobPlan& p, const JobOptions& options, Pro
         layer_forward(p.config, quantized, hidden[static_cast<size_t>(m - mb0)].data(), p.mb_size(m), p.seq_len);
     }
     quantize_s += seconds_since(t0);
+    fault_point("layer_quantized", rank, l);
     if (rank == owner) {
       if (!shard) shard = std::make_unique<ShardOutput>(p.spec.output, rank);
       shard->write_layer(model, l, weights, modules, calib.lim.score(), zd_score(weights));
@@ -465,10 +490,14 @@ json quantize_job_run(Comm& comm, const json& spec_json, const JobOptions& optio
     part = shard->finish();
   }
   const auto parts = comm.gather(part, 0);
+  const auto rank_info = comm.gather(rank_info_json(comm).dump(), 0);
   phases["write"] = seconds_since(t0);
   if (!comm.is_root()) return nullptr;
   phases["total"] = seconds_since(job_start);
-  json manifest = finalize_checkpoint(p, parts, model, phases);
+  fault_point("before_manifest", 0, -1);
+  json ranks = json::array();
+  for (const auto& r : rank_info) ranks.push_back(json::parse(r));
+  json manifest = finalize_checkpoint(p, parts, model, phases, ranks);
   progress.event({{"event", "done"}, {"output", p.spec.output}, {"avg_bits", manifest["summary"]["avg_bits"]}});
   return manifest;
 }

@@ -4,3 +4,5 @@ foreach(model stories synth)
   set_tests_properties(mpi.determinism_${model} PROPERTIES LABELS "mpi" ENVIRONMENT "${SHARDQ_TEST_ENV}"
                        TIMEOUT 900 PROCESSORS 2)
 endforeach()
+add_test(NAME mpi.rank_failure COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/rank_failure.sh)
+set_tests_properties(mpi.rank_failure PROPERTIES LABELS "mpi" ENVIRONMENT "${SHARDQ_TEST_ENV}" TIMEOUT 600 PROCESSORS 2)

@@ -36,6 +36,7 @@ def manifest(path):
     m["summary"].pop("phase_seconds", None)
     m["spec"].pop("output", None)
     m.pop("shards", None)
+    m.pop("ranks", None)
     for layer in m["layers"]:
         layer.pop("shard", None)
     return m
