@@ -1,0 +1,51 @@
+// GPTQ (Frantar et al. 2022, Algorithm 1) on the GPU with the semantics of the CPU tier
+// (kernels/cpu/gptq.hpp: dead columns, damping and its retries, act-order with g_idx, group
+// grids taken from the error-updated weights when a group's first column is reached, also
+// for groups starting inside a block).
+//   H⁻¹ factor: cpu::gptq_prepare on the host (LAPACK), U uploaded. A first version: the
+//     factorisation is O(cols³) once per Hessian and shared by q/k/v and gate/up; moving it to
+//     cuSOLVER (potrf + trtri) is the next step for 8k+ columns.
+//   gptq_permute_transpose_kernel: W → Wt [cols, rows] in act-order, dead columns zeroed
+//     (column-major per row so that the one-thread-per-row kernel below reads coalesced).
+//   gptq_block_kernel: the in-block column loop of cpu::gptq_block_columns plus the group
+//     grids, one thread per row (rows are independent given U): quantize column j on the
+//     group grid, err = (w - q) / U_jj, W[:, j+1:b1] -= err ⊗ U[j, j+1:b1] (eq. 3 / Alg. 1).
+//   cublasSgemm: the lazy-batch update W[:, b1:] -= Err · U[b0:b1, b1:].
+//   gptq_unpermute_codes_kernel + pack_codes: codes back to column order, packed.
+// The codes equal the CPU tier's except where the two sgemm summation orders round a value
+// across a rounding tie of the grid (tests require ≥ 99.9 % equal codes, every difference
+// ±1). Test: shardq_gpu_tests --gtest_filter='*GptqCuda*'; benchmark: bench_gpu_gptq.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+#include "common/tensor.hpp"
+#include "kernels/cpu/gptq.hpp"
+#include "kernels/quant_types.hpp"
+
+namespace shardq::cuda {
+
+// d_wt[i*rows + r] = dead[perm[i]] ? 0 : d_w[r*cols + perm[i]].
+void gptq_permute_transpose(const float* d_w, int64_t rows, int64_t cols, const int32_t* d_perm,
+                            const uint8_t* d_dead, float* d_wt, cudaStream_t stream);
+// One lazy-batch block [b0, b1) for all rows: updates d_wt inside the block, writes
+// d_err [(j-b0)*rows + r], d_codes_t [j*rows + r], and at every group start the row's grid
+// (d_scale/d_zero, kept across blocks) and its stored form d_scales (fp16 bits) / d_zeros
+// [rows, n_groups]. d_u is U [cols, cols] row-major.
+void gptq_block(float* d_wt, float* d_err, uint8_t* d_codes_t, float* d_scale, float* d_zero, uint16_t* d_scales,
+                uint8_t* d_zeros, const float* d_u, int64_t rows, int64_t cols, int64_t b0, int64_t b1,
+                int64_t group_cols, int bits, bool sym, cudaStream_t stream);
+// d_codes[r*cols + perm[i]] = d_codes_t[i*rows + r].
+void gptq_unpermute_codes(const uint8_t* d_codes_t, const int32_t* d_perm, int64_t rows, int64_t cols,
+                          uint8_t* d_codes, cudaStream_t stream);
+
+// cpu::gptq_quantize_rows on the GPU: rows [r0, r1) of w into `out` (from
+// cpu::gptq_make_output), the same contract and checks.
+void gptq_quantize_rows_cuda(const Tensor& w, const cpu::GptqFactor& factor, const QuantConfig& cfg, int64_t r0,
+                             int64_t r1, QuantizedLinear& out);
+// All rows: cpu::gptq_prepare + cpu::gptq_make_output + gptq_quantize_rows_cuda.
+QuantizedLinear gptq_quantize_cuda(const Tensor& w, const Tensor& h, const QuantConfig& cfg);
+
+}  // namespace shardq::cuda

@@ -1,0 +1,53 @@
+// GPTQ's layer Hessian H = 2/n · Σ xxᵀ accumulated on the GPU into exactly the fixed-point
+// integers of the CPU tier (kernels/cpu/hessian.hpp), so GPU and CPU accumulators of the same
+// micro-batches merge, and reductions across ranks stay exact whatever device produced them.
+//   cublasSsyrk (fp32, pedantic: no TF32) per micro-batch → hessian_fixed_point_add kernel
+//   (kernels/cuda/hessian.cu) adding trunc(P · 2^64) to the device-resident packed sums.
+// The fp32 partial of one micro-batch is rounded by cuBLAS in its own summation order, so
+// GPU sums equal the CPU's bit for bit when every partial is exact (e.g. small-integer
+// activations) and otherwise agree to fp32 rounding of each partial.
+// CPU reference: cpu::HessianAccumulator. Test: shardq_gpu_tests --gtest_filter='*HessianCuda*'.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/cpu/hessian.hpp"
+#include "kernels/cuda/cuda_check.hpp"
+#include "kernels/cuda/hessian.cuh"
+
+namespace shardq::cuda {
+
+class HessianAccumulatorCuda {
+ public:
+  explicit HessianAccumulatorCuda(int64_t dim);
+
+  int64_t dim() const { return dim_; }
+  int64_t n_tokens() const { return n_tokens_; }
+
+  // Adds Σ xxᵀ over the rows of the device matrix d_x [n_tokens, dim] (row-major, fp32).
+  // Throws shardq::error (as the CPU tier) on a non-finite entry or a fixed-point overflow.
+  void add(const float* d_x, int64_t n_tokens);
+  // The same from host memory (uploads first).
+  void add_host(const float* x, int64_t n_tokens);
+  // The packed sums on the device (layout of cpu::HessianAccumulator::packed_sums), e.g. for
+  // an NCCL reduction (comm/nccl/nccl_comm.hpp).
+  hessian_int* device_sums() { return sums_.get(); }
+  std::size_t packed_size() const { return sums_.size(); }
+
+  // A CPU accumulator holding the same sums and token count (merge / finalize there).
+  cpu::HessianAccumulator download() const;
+
+ private:
+  void check_flags();
+
+  int64_t dim_ = 0;
+  int64_t n_tokens_ = 0;
+  unique_stream stream_;
+  unique_cublas cublas_;
+  DeviceBuffer<hessian_int> sums_;
+  DeviceBuffer<float> partial_;  // [dim, dim] column-major, lower triangle used
+  DeviceBuffer<unsigned> flags_;
+  DeviceBuffer<float> staging_;  // add_host's upload
+};
+
+}  // namespace shardq::cuda
