@@ -1,22 +1,32 @@
 // The stored form of one quantized linear weight W [rows = out, cols = in], shared by every
 // quantizer (GPTQ, RTN, NF4, int8), the checkpoint writer/reader and dequantization.
 //
-// Packed layout (documented for other readers; pinned by tests):
+// Packed layout (documented for other readers; pinned by tests/unit/test_pack.cpp):
 //   qweight  uint32 [rows, words_per_row], words_per_row = ceil(cols * bits / 32).
 //            Each row is one little-endian bit stream: code of column c occupies bits
 //            [c*bits, (c+1)*bits) of the row, counting from bit 0 of word 0 (a 3-bit code
-//            may straddle two words). Codes are unsigned in [0, 2^bits - 1].
+//            may straddle two words); unused high bits of a row's last word are zero.
+//            Codes are unsigned in [0, 2^bits - 1].
 //   scales   float16 [rows, n_groups]
-//   zeros    uint8   [rows, n_groups] integer zero point (gptq/rtn/int8; empty for nf4)
-//   g_idx    int32   [cols] group of each input column (act-order only; otherwise the group
-//            of column c is c / group_size)
-// Dequantization:
+//   zeros    uint8   [rows, n_groups] integer zero point in [0, 2^bits - 1]
+//            (gptq/rtn/int8; empty for nf4)
+//   g_idx    int32   [cols] group of each input column; present exactly when GPTQ ran with
+//            act-order (otherwise empty and the group of column c is c / group_cols()).
+// Groups: group_size consecutive input columns (the last group is partial when cols is not a
+// multiple); group_size -1 is one group per row. nf4 always uses blocks of 64 columns
+// (bitsandbytes' blocksize 64), int8 always one group per row.
+// Dequantization (fp32 arithmetic, one rounding: the product below):
 //   gptq, rtn, int8: W[r,c] = scales[r,g] * (code[r,c] - zeros[r,g]),  g = group of c
-//   nf4:             W[r,c] = scales[r,g] * NF4_LEVELS[code[r,c]]     (scales = absmax)
-//   int8 outliers (optional): columns listed in outlier_cols are replaced by the fp16 values
-//            outlier_weights [rows, n_outliers].
+//                    int8: bits 8, zeros 128, codes in [1, 255] (signed value code - 128)
+//   nf4:             W[r,c] = scales[r,g] * nf4_levels[code[r,c]]     (scales = absmax)
+//   int8 outliers (optional): the input columns listed in outlier_cols (ascending) hold code
+//            128 in qweight and are replaced by the fp16 values outlier_weights
+//            [rows, n_outliers] (column j of outlier_weights is input column outlier_cols[j]).
+// The quantizers choose each scale as an fp16 value first and quantize with that value, so
+// dequantizing from the stored fp16 scales reproduces exactly what the quantizer meant.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -26,15 +36,28 @@ namespace shardq {
 enum class quant_method : uint8_t { gptq, rtn, nf4, int8 };
 const char* quant_method_name(quant_method m);  // "gptq", "rtn", "nf4", "int8"
 
+// The 16 NormalFloat4 levels of QLoRA (Dettmers et al. 2023, Appendix E), exactly as the
+// float32 table `nf4_data` in bitsandbytes csrc/kernels.cu (code k = index k, sorted).
+inline constexpr std::array<float, 16> nf4_levels = {
+    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
+    -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
+    0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
+    0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f};
+inline constexpr int nf4_block_size = 64;
+inline constexpr int int8_zero = 128;
+
 struct QuantConfig {
   quant_method method = quant_method::gptq;
-  int bits = 4;            // 2, 3, 4 or 8 (nf4: 4, int8: 8)
-  int group_size = 128;    // -1: one group per row
+  int bits = 4;            // 2, 3, 4 or 8 for gptq/rtn (nf4 is always 4, int8 always 8)
+  int group_size = 128;    // -1: one group per row (gptq/rtn; nf4 uses 64, int8 per row)
   bool sym = false;
   bool act_order = true;   // gptq only
   float damp = 0.01f;      // gptq: damp * mean(diag H) added to the diagonal
   int block_size = 128;    // gptq lazy-batch block
-  float int8_outlier_threshold = 0.0f;  // int8: keep input columns with max |x| above it (0: off)
+  // int8: input columns whose largest weight magnitude max_r |W[r,c]| exceeds it are kept in
+  // fp16 (LLM.int8's outlier decomposition, decided on the weight so that no activation
+  // statistics are needed); 0: off.
+  float int8_outlier_threshold = 0.0f;
 };
 
 struct QuantizedLinear {
@@ -42,7 +65,7 @@ struct QuantizedLinear {
   int64_t rows = 0;
   int64_t cols = 0;
   int bits = 4;
-  int group_size = 128;  // as configured (-1 = per row)
+  int group_size = 128;  // as used (-1 = per row)
   bool sym = false;
   std::vector<uint32_t> qweight;
   std::vector<uint16_t> scales;

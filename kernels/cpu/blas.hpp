@@ -15,6 +15,12 @@ void gemm_nn(int64_t m, int64_t n, int64_t k, const float* a, const float* b, fl
 // C[m,n] = alpha * A[k,m]ᵀ · B[k,n] + beta * C
 void gemm_tn(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c,
              float alpha = 1.0f, float beta = 0.0f);
+// C[m,n] = alpha * op(A) · op(B) + beta * C with explicit row strides (lda, ldb, ldc), for
+// sub-blocks of larger matrices (GPTQ's lazy-batch update reads a panel of H⁻¹'s factor).
+// op(A) is [m,k] (A stored [k,m] when trans_a); op(B) is [k,n] (B stored [n,k] when trans_b).
+void gemm_strided(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                  const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+                  int64_t ldc);
 // Upper triangle of C[n,n] += alpha * X[k,n]ᵀ · X[k,n]  (rank-k update; the Hessian's Σ xxᵀ)
 void syrk_upper_tn(int64_t n, int64_t k, const float* x, float* c, float alpha, float beta);
 
@@ -26,6 +32,11 @@ int cholesky_upper(int64_t n, double* a);
 // Inverse from the Cholesky factor in the upper triangle (potri); fills the upper triangle.
 int cholesky_inverse_upper(int64_t n, float* a);
 int cholesky_inverse_upper(int64_t n, double* a);
+
+// In-place inverse of the upper triangular row-major n×n matrix in the upper triangle
+// (trtri, non-unit diagonal); returns the LAPACK info (> 0: that diagonal element is zero).
+int triangular_inverse_upper(int64_t n, float* a);
+int triangular_inverse_upper(int64_t n, double* a);
 
 // Threads OpenBLAS may use (1 per MPI rank on a shared box).
 void blas_set_threads(int n);
