@@ -85,7 +85,9 @@ struct SafetensorsLayout {
 };
 SafetensorsLayout safetensors_parse(std::span<const std::byte> file_bytes, const std::string& context);
 
-// All safetensors files of a model directory (single or index-sharded), opened lazily.
+// All safetensors files of a model directory (single or index-sharded). The constructor maps
+// every file and validates every header and the index against them; tensor data is read
+// only by load_fp32 / bytes. `dir` may also be a single .safetensors file.
 class SafetensorsModel {
  public:
   explicit SafetensorsModel(const std::filesystem::path& dir);
@@ -104,7 +106,7 @@ class SafetensorsModel {
  private:
   std::filesystem::path dir_;
   std::map<std::string, std::string> weight_map_;  // tensor -> file
-  mutable std::map<std::string, std::unique_ptr<SafetensorsFile>> open_;
+  std::map<std::string, std::unique_ptr<SafetensorsFile>> open_;  // file name -> mapped file
   const SafetensorsFile& file(const std::string& file_name) const;
 };
 
@@ -116,8 +118,8 @@ struct TensorToWrite {
   std::vector<int64_t> shape;
   // Fills `out` (exactly numel * dtype_size bytes, in pieces): called in order of
   // increasing offset with the byte offset within this tensor and the span to fill; both
-  // are multiples of dtype_size, so a piece holds whole elements. May be empty for an
-  // empty tensor.
+  // are multiples of dtype_size, so a piece holds whole elements. May be left
+  // unset for a tensor without elements.
   std::function<void(uint64_t offset, std::span<std::byte> out)> fill;
 };
 // Tensors are laid out in the given order; the header is padded with spaces to a multiple
