@@ -1,0 +1,151 @@
+// GPU decoder kernels (kernels/cuda/forward_ops.hpp) and layer (kernels/cuda/forward.hpp)
+// against the CPU tier (kernels/cpu/forward_ops.hpp, worker/forward.hpp) on random data with
+// awkward shapes and on the real stories260K layers (dim 64, 8 heads / 4 kv heads, hidden 172).
+#include <cmath>
+
+#include "kernels/cpu/forward_ops.hpp"
+#include "kernels/cuda/forward.hpp"
+#include "kernels/cuda/forward_ops.hpp"
+#include "tests/gpu/gpu_check.hpp"
+#include "worker/forward.hpp"
+
+namespace shardq {
+namespace {
+
+using cuda::DeviceBuffer;
+using cuda::to_device;
+using test::check_tensor;
+using test::random_vector;
+
+TEST(ForwardCuda, Rmsnorm) {
+  SHARDQ_REQUIRE_GPU();
+  for (int64_t dim : {1, 7, 17, 64, 127, 172, 4097}) {
+    const int64_t n = 5;
+    const auto x = random_vector(n * dim, 1), w = random_vector(dim, 2);
+    std::vector<float> ref(n * dim);
+    cpu::rmsnorm(x.data(), w.data(), ref.data(), n, dim, 1e-5f);
+    DeviceBuffer<float> dx = to_device(x), dw = to_device(w), dy(n * dim);
+    cuda::rmsnorm(dx.get(), dw.get(), dy.get(), n, dim, 1e-5f, nullptr);
+    const auto got = dy.to_host();
+    EXPECT_TRUE(check_tensor("rmsnorm dim " + std::to_string(dim), got.data(), ref.data(), got.size(), 1e-6f, 2e-6f));
+  }
+}
+
+TEST(ForwardCuda, RopeRotateHalf) {
+  SHARDQ_REQUIRE_GPU();
+  for (int head_dim : {2, 8, 64, 128}) {
+    const int n_heads = 3;
+    const int64_t n = 37;
+    std::vector<int32_t> pos(n);
+    for (int64_t t = 0; t < n; ++t) pos[t] = static_cast<int32_t>((t * 97) % 2048);  // angles up to ~2000 rad
+    auto ref = random_vector(n * n_heads * head_dim, 3);
+    DeviceBuffer<float> dx = to_device(ref);
+    DeviceBuffer<int32_t> dpos = to_device(pos);
+    cpu::rope_rotate_half(ref.data(), n, n_heads, head_dim, pos.data(), 10000.0f);
+    cuda::rope_rotate_half(dx.get(), n, n_heads, head_dim, dpos.get(), 10000.0f, nullptr);
+    const auto got = dx.to_host();
+    // cosf/sinf/powf on the device are within 2 ulp of the host's: at angles ~2000 rad an
+    // ulp of the angle itself (1.2e-4) dominates, hence the absolute tolerance.
+    EXPECT_TRUE(check_tensor("rope head_dim " + std::to_string(head_dim), got.data(), ref.data(), got.size(), 1e-4f, 1e-5f));
+  }
+}
+
+struct AttentionCase {
+  int n_seq, seq_len, n_heads, n_kv_heads, head_dim;
+};
+
+class AttentionCuda : public ::testing::TestWithParam<AttentionCase> {};
+
+TEST_P(AttentionCuda, MatchesCpu) {
+  SHARDQ_REQUIRE_GPU();
+  const AttentionCase c = GetParam();
+  const int64_t n = static_cast<int64_t>(c.n_seq) * c.seq_len;
+  const auto q = random_vector(n * c.n_heads * c.head_dim, 4, -2, 2);
+  const auto k = random_vector(n * c.n_kv_heads * c.head_dim, 5, -2, 2);
+  const auto v = random_vector(n * c.n_kv_heads * c.head_dim, 6);
+  std::vector<float> ref(q.size());
+  cpu::attention_causal(q.data(), k.data(), v.data(), ref.data(), c.n_seq, c.seq_len, c.n_heads, c.n_kv_heads, c.head_dim);
+  DeviceBuffer<float> dq = to_device(q), dk = to_device(k), dv = to_device(v), dout(q.size());
+  cuda::attention_causal(dq.get(), dk.get(), dv.get(), dout.get(), c.n_seq, c.seq_len, c.n_heads, c.n_kv_heads,
+                         c.head_dim, nullptr);
+  const auto got = dout.to_host();
+  EXPECT_TRUE(check_tensor("attention", got.data(), ref.data(), got.size(), 1e-5f, 1e-4f));
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, AttentionCuda,
+                         ::testing::Values(AttentionCase{1, 1, 1, 1, 8}, AttentionCase{2, 7, 4, 2, 8},
+                                           AttentionCase{3, 17, 8, 4, 8}, AttentionCase{1, 65, 4, 4, 64},
+                                           AttentionCase{2, 129, 8, 2, 128}, AttentionCase{1, 300, 2, 1, 256},
+                                           AttentionCase{1, 33, 6, 3, 17}),
+                         [](const ::testing::TestParamInfo<AttentionCase>& p) {
+                           const AttentionCase& c = p.param;
+                           return "seq" + std::to_string(c.n_seq) + "x" + std::to_string(c.seq_len) + "_h" +
+                                  std::to_string(c.n_heads) + "_kv" + std::to_string(c.n_kv_heads) + "_d" +
+                                  std::to_string(c.head_dim);
+                         });
+
+TEST(ForwardCuda, Swiglu) {
+  SHARDQ_REQUIRE_GPU();
+  for (int64_t n : {1, 7, 4097}) {
+    const auto g = random_vector(n, 7, -10, 10), u = random_vector(n, 8);
+    std::vector<float> ref(n);
+    cpu::swiglu(g.data(), u.data(), ref.data(), n);
+    DeviceBuffer<float> dg = to_device(g), du = to_device(u);
+    cuda::swiglu(dg.get(), du.get(), dg.get(), n, nullptr);
+    const auto got = dg.to_host();
+    EXPECT_TRUE(check_tensor("swiglu", got.data(), ref.data(), got.size(), 1e-6f, 4e-6f));
+  }
+}
+
+// A LayerWeights of the real stories260K layer l (llama2.c rows, used as they are: both tiers
+// read the same weights, so the RoPE row order does not matter for parity).
+LayerWeights stories_layer(const test::Stories260K& m, int l, ModelConfig& c) {
+  c.hidden_size = m.dim;
+  c.intermediate_size = m.hidden;
+  c.num_layers = m.n_layers;
+  c.num_heads = m.n_heads;
+  c.num_kv_heads = m.n_kv_heads;
+  c.head_dim = m.dim / m.n_heads;
+  c.vocab_size = m.vocab;
+  const int64_t d = m.dim, kv = m.kv_dim(), h = m.hidden;
+  auto slice = [](const std::vector<float>& all, int l, int64_t rows, int64_t cols) {
+    return Tensor({rows, cols}, std::vector<float>(all.begin() + l * rows * cols, all.begin() + (l + 1) * rows * cols));
+  };
+  LayerWeights w;
+  w.attn_norm = Tensor({d}, std::vector<float>(m.rms_att.begin() + l * d, m.rms_att.begin() + (l + 1) * d));
+  w.ffn_norm = Tensor({d}, std::vector<float>(m.rms_ffn.begin() + l * d, m.rms_ffn.begin() + (l + 1) * d));
+  w.q_proj = slice(m.wq, l, d, d);
+  w.k_proj = slice(m.wk, l, kv, d);
+  w.v_proj = slice(m.wv, l, kv, d);
+  w.o_proj = slice(m.wo, l, d, d);
+  w.gate_proj = slice(m.w1, l, h, d);
+  w.down_proj = slice(m.w2, l, d, h);
+  w.up_proj = slice(m.w3, l, h, d);
+  return w;
+}
+
+TEST(ForwardCuda, LayerForwardStories260K) {
+  SHARDQ_REQUIRE_GPU();
+  const test::Stories260K m = test::load_stories260k();
+  const int n_seq = 2, seq_len = 37;
+  std::vector<float> hidden(static_cast<std::size_t>(n_seq) * seq_len * m.dim);
+  for (std::size_t t = 0; t < hidden.size() / m.dim; ++t)  // real embeddings of tokens 3t mod vocab
+    std::copy_n(m.token_embedding.begin() + ((3 * t) % m.vocab) * m.dim, m.dim, hidden.begin() + t * m.dim);
+  std::vector<float> h_cpu = hidden, h_gpu = hidden;
+  for (int l = 0; l < m.n_layers; ++l) {
+    ModelConfig c;
+    const LayerWeights w = stories_layer(m, l, c);
+    LayerTaps taps_cpu, taps_gpu;
+    layer_forward(c, w, h_cpu.data(), n_seq, seq_len, &taps_cpu);
+    cuda::layer_forward_cuda(c, w, h_gpu.data(), n_seq, seq_len, &taps_gpu);
+    const std::string tag = "layer " + std::to_string(l);
+    EXPECT_TRUE(check_tensor(tag + " hidden", h_gpu.data(), h_cpu.data(), h_cpu.size(), 1e-4f, 1e-4f));
+    EXPECT_TRUE(check_tensor(tag + " o_in", taps_gpu.o_in.ptr(), taps_cpu.o_in.ptr(), taps_cpu.o_in.data.size(), 1e-4f, 1e-4f));
+    EXPECT_TRUE(check_tensor(tag + " down_in", taps_gpu.down_in.ptr(), taps_cpu.down_in.ptr(),
+                             taps_cpu.down_in.data.size(), 1e-4f, 1e-4f));
+    h_gpu = h_cpu;  // each layer compared from the same input
+  }
+}
+
+}  // namespace
+}  // namespace shardq

@@ -1,0 +1,106 @@
+// GPU Hessian accumulator (kernels/cuda/hessian.hpp) against the CPU tier
+// cpu::HessianAccumulator: bit-identical fixed-point sums where every fp32 partial is exact
+// (small-integer activations), fp32-rounding agreement on random data and on the real
+// stories260K embeddings, merging of GPU and CPU accumulators, and the error on non-finite input.
+#include <cmath>
+#include <limits>
+
+#include "common/error.hpp"
+#include "kernels/cpu/hessian.hpp"
+#include "kernels/cuda/hessian.hpp"
+#include "tests/gpu/gpu_check.hpp"
+
+namespace shardq {
+namespace {
+
+using test::check_tensor;
+
+std::vector<float> small_integers(std::size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> dist(-8, 8);
+  std::vector<float> v(n);
+  for (float& x : v) x = static_cast<float>(dist(rng));
+  return v;
+}
+
+class HessianCudaShapes : public ::testing::TestWithParam<int64_t> {};
+
+TEST_P(HessianCudaShapes, ExactIntegersBitIdenticalToCpu) {
+  SHARDQ_REQUIRE_GPU();
+  const int64_t dim = GetParam();
+  cpu::HessianAccumulator cpu_acc(dim);
+  cuda::HessianAccumulatorCuda gpu_acc(dim);
+  for (int64_t batch : {1, 33, 128}) {
+    const std::vector<float> x = small_integers(static_cast<std::size_t>(batch * dim), static_cast<uint32_t>(dim + batch));
+    cpu_acc.add(x.data(), batch);
+    gpu_acc.add_host(x.data(), batch);
+  }
+  const cpu::HessianAccumulator got = gpu_acc.download();
+  ASSERT_EQ(got.n_tokens(), cpu_acc.n_tokens());
+  const auto a = got.packed_sums(), b = cpu_acc.packed_sums();
+  ASSERT_EQ(a.size(), b.size());
+  std::size_t mismatches = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) mismatches += a[i] != b[i];
+  EXPECT_EQ(mismatches, 0u) << "of " << a.size() << " packed sums";
+}
+
+TEST_P(HessianCudaShapes, RandomMatchesCpuToFp32Rounding) {
+  SHARDQ_REQUIRE_GPU();
+  const int64_t dim = GetParam(), n = 257;
+  const std::vector<float> x = test::random_vector(static_cast<std::size_t>(n * dim), 7u + static_cast<uint32_t>(dim));
+  cpu::HessianAccumulator cpu_acc(dim);
+  cpu_acc.add(x.data(), n);
+  cuda::HessianAccumulatorCuda gpu_acc(dim);
+  cuda::DeviceBuffer<float> d_x = cuda::to_device(x);
+  gpu_acc.add(d_x.get(), n);
+  const Tensor h_gpu = gpu_acc.download().finalize(), h_cpu = cpu_acc.finalize();
+  // Each entry is a sum of n products of magnitude ≤ 1: fp32 reordering error ≲ n·2^-24·|terms|.
+  EXPECT_TRUE(check_tensor("hessian dim " + std::to_string(dim), h_gpu.ptr(), h_cpu.ptr(), h_cpu.data.size(), 2e-5f, 1e-5f));
+}
+
+INSTANTIATE_TEST_SUITE_P(Dims, HessianCudaShapes, ::testing::Values(1, 7, 17, 64, 65, 127, 172));
+
+TEST(HessianCuda, MergesWithCpuAccumulator) {
+  SHARDQ_REQUIRE_GPU();
+  const int64_t dim = 65;
+  const std::vector<float> a = small_integers(40 * dim, 1), b = small_integers(24 * dim, 2);
+  cuda::HessianAccumulatorCuda gpu_acc(dim);
+  gpu_acc.add_host(a.data(), 40);
+  cpu::HessianAccumulator merged = gpu_acc.download();
+  cpu::HessianAccumulator part(dim);
+  part.add(b.data(), 24);
+  merged.merge(part);
+  cpu::HessianAccumulator all(dim);
+  all.add(a.data(), 40);
+  all.add(b.data(), 24);
+  EXPECT_EQ(merged.n_tokens(), 64);
+  const auto x = merged.packed_sums(), y = all.packed_sums();
+  EXPECT_TRUE(std::equal(x.begin(), x.end(), y.begin(), y.end()));
+}
+
+TEST(HessianCuda, Stories260KEmbeddings) {
+  SHARDQ_REQUIRE_GPU();
+  const test::Stories260K m = test::load_stories260k();
+  cpu::HessianAccumulator cpu_acc(m.dim);
+  cuda::HessianAccumulatorCuda gpu_acc(m.dim);
+  for (int64_t t0 = 0; t0 < m.vocab; t0 += 128) {  // four micro-batches of real activations
+    cpu_acc.add(m.token_embedding.data() + t0 * m.dim, 128);
+    gpu_acc.add_host(m.token_embedding.data() + t0 * m.dim, 128);
+  }
+  const Tensor h_gpu = gpu_acc.download().finalize(), h_cpu = cpu_acc.finalize();
+  float max_abs = 0.0f;
+  for (float v : h_cpu.data) max_abs = std::max(max_abs, std::fabs(v));
+  EXPECT_TRUE(check_tensor("hessian stories260K token_embedding", h_gpu.ptr(), h_cpu.ptr(), h_cpu.data.size(),
+                           1e-5f * max_abs, 1e-5f));
+}
+
+TEST(HessianCuda, NonFiniteInputThrows) {
+  SHARDQ_REQUIRE_GPU();
+  std::vector<float> x(3 * 4, 1.0f);
+  x[5] = std::numeric_limits<float>::infinity();
+  cuda::HessianAccumulatorCuda gpu_acc(4);
+  EXPECT_THROW(gpu_acc.add_host(x.data(), 3), error);
+}
+
+}  // namespace
+}  // namespace shardq
