@@ -17,6 +17,8 @@ packages=(
   clang libclang-rt-14-dev
   python3 python3-h5py python3-numpy
   time curl procps
+  # coordinator service tests: a one-node SLURM on localhost (tests/service)
+  slurmctld slurmd slurm-client munge
 )
 
 missing=()

@@ -1,0 +1,171 @@
+// Boost.Beast HTTP/1.1 server of `shardq serve` (see server.hpp).
+#include "coordinator/service/server.hpp"
+
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "common/error.hpp"
+
+namespace shardq::service {
+
+namespace beast = boost::beast;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+void fail(beast::error_code ec, const char* what) {
+  // Disconnects and timeouts of clients are routine; they are logged at debug level.
+  if (ec == net::error::operation_aborted || ec == beast::error::timeout || ec == net::error::eof ||
+      ec == net::error::connection_reset)
+    spdlog::debug("{}", nlohmann::json{{"event", "http_" + std::string(what)}, {"error", ec.message()}}.dump());
+  else
+    spdlog::warn("{}", nlohmann::json{{"event", "http_" + std::string(what)}, {"error", ec.message()}}.dump());
+}
+
+class session : public std::enable_shared_from_this<session> {
+ public:
+  session(tcp::socket&& socket, const ServerConfig& config, const Api& api, Metrics& metrics)
+      : stream_(std::move(socket)), config_(config), api_(api), metrics_(metrics) {}
+
+  void run() { net::dispatch(stream_.get_executor(), beast::bind_front_handler(&session::do_read, shared_from_this())); }
+
+ private:
+  void do_read() {
+    parser_.emplace();
+    parser_->body_limit(config_.max_body_bytes);
+    parser_->header_limit(16 * 1024);
+    stream_.expires_after(config_.read_timeout);
+    http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&session::on_read, shared_from_this()));
+  }
+
+  void on_read(beast::error_code ec, std::size_t) {
+    if (ec == http::error::end_of_stream) return do_close();
+    const auto& header = parser_->get();
+    method_ = std::string(header.method_string());
+    target_ = std::string(header.target());
+    start_ = clock_type::now();
+    if (ec == http::error::body_limit) {
+      // The rest of the body is never read, so the connection cannot be reused.
+      return send(error_response(413, "payload_too_large",
+                                 fmt::format("the body is larger than {} bytes", config_.max_body_bytes), "body",
+                                 header.version() ? header.version() : 11, false));
+    }
+    if (ec) return fail(ec, "read");
+    send(api_.handle_request(parser_->get()));
+  }
+
+  void send(http_response&& res) {
+    res_ = std::make_shared<http_response>(std::move(res));
+    stream_.expires_after(config_.read_timeout);
+    http::async_write(stream_, *res_, beast::bind_front_handler(&session::on_write, shared_from_this(), res_->need_eof()));
+  }
+
+  void on_write(bool close, beast::error_code ec, std::size_t) {
+    const double seconds = std::chrono::duration<double>(clock_type::now() - start_).count();
+    const unsigned status = res_->result_int();
+    const std::string route = route_label(target_);
+    metrics_.record(method_, route, status, seconds);
+    spdlog::info("{}", nlohmann::json{{"event", "request"}, {"method", method_}, {"route", route}, {"status", status},
+                                      {"ms", seconds * 1e3}}
+                           .dump());
+    if (ec) return fail(ec, "write");
+    if (close) return do_close();
+    res_.reset();
+    do_read();
+  }
+
+  void do_close() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+  }
+
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  const ServerConfig& config_;
+  const Api& api_;
+  Metrics& metrics_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  std::shared_ptr<http_response> res_;
+  std::string method_, target_;
+  clock_type::time_point start_;
+};
+
+class listener : public std::enable_shared_from_this<listener> {
+ public:
+  listener(net::io_context& ioc, tcp::endpoint endpoint, const ServerConfig& config, const Api& api, Metrics& metrics)
+      : ioc_(ioc), acceptor_(net::make_strand(ioc)), config_(config), api_(api), metrics_(metrics) {
+    beast::error_code ec;
+    acceptor_.open(endpoint.protocol(), ec);
+    if (!ec) acceptor_.set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor_.bind(endpoint, ec);
+    if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
+    if (ec)
+      throw io_error(fmt::format("cannot listen on {}:{}: {}", endpoint.address().to_string(), endpoint.port(), ec.message()));
+  }
+
+  unsigned short port() const { return acceptor_.local_endpoint().port(); }
+  void run() { do_accept(); }
+  void stop() {
+    net::post(acceptor_.get_executor(), [self = shared_from_this()] {
+      beast::error_code ec;
+      self->acceptor_.close(ec);
+    });
+  }
+
+ private:
+  void do_accept() {
+    acceptor_.async_accept(net::make_strand(ioc_), beast::bind_front_handler(&listener::on_accept, shared_from_this()));
+  }
+
+  void on_accept(beast::error_code ec, tcp::socket socket) {
+    if (ec == net::error::operation_aborted) return;
+    if (ec) fail(ec, "accept");
+    else std::make_shared<session>(std::move(socket), config_, api_, metrics_)->run();
+    do_accept();
+  }
+
+  net::io_context& ioc_;
+  tcp::acceptor acceptor_;
+  const ServerConfig& config_;
+  const Api& api_;
+  Metrics& metrics_;
+};
+
+}  // namespace
+
+void http_serve(const ServerConfig& config, const Api& api, Metrics& metrics,
+                const std::function<void(unsigned short)>& on_listening) {
+  const int threads = std::max(1, config.threads);
+  net::io_context ioc{threads};
+  beast::error_code ec;
+  const auto address = net::ip::make_address(config.address, ec);
+  if (ec) throw spec_error("listen", fmt::format("'{}' is not an IP address", config.address));
+  auto l = std::make_shared<listener>(ioc, tcp::endpoint{address, config.port}, config, api, metrics);
+  l->run();
+  if (on_listening) on_listening(l->port());
+
+  net::signal_set signals(ioc, SIGINT, SIGTERM);
+  signals.async_wait([&](beast::error_code, int sig) {
+    spdlog::info("{}", nlohmann::json{{"event", "shutdown"}, {"signal", sig}}.dump());
+    l->stop();
+    ioc.stop();
+  });
+  std::vector<std::thread> pool;
+  for (int i = 1; i < threads; ++i) pool.emplace_back([&ioc] { ioc.run(); });
+  ioc.run();
+  for (auto& t : pool) t.join();
+}
+
+}  // namespace shardq::service

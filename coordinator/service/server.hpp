@@ -1,0 +1,30 @@
+// The HTTP side of `shardq serve`, after Boost.Beast's example/http/server/async: a listener
+// that gives each connection its own strand, sessions running read → handle → write with
+// keep-alive, a body size limit (413) and read timeouts (slow clients are dropped), and a
+// clean stop on SIGINT/SIGTERM through net::signal_set. Requests are answered by
+// Api::handle_request; every answer is logged as one JSON line and counted in Metrics.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "coordinator/service/api.hpp"
+
+namespace shardq::service {
+
+struct ServerConfig {
+  std::string address = "127.0.0.1";
+  unsigned short port = 8080;  // 0: any free port (reported to on_listening)
+  uint64_t max_body_bytes = 1 << 20;
+  std::chrono::seconds read_timeout{30};  // for a whole request, and idle keep-alive
+  int threads = 2;
+};
+
+// Serves until SIGINT or SIGTERM. `on_listening` gets the bound port. Throws io_error when
+// the address cannot be bound.
+void http_serve(const ServerConfig& config, const Api& api, Metrics& metrics,
+                const std::function<void(unsigned short)>& on_listening);
+
+}  // namespace shardq::service

@@ -1,0 +1,270 @@
+#!/usr/bin/env bash
+# Tests of `shardq serve` over loopback HTTP (issue 8). usage: service_tests.sh CASE
+#   submit_eval   stories260K job to succeeded, progress monotone 0 → layers_total, manifest, eval
+#   errors        400 (each naming the field), 401, 403 (../ and symlinks), 404, 405, 409, 413
+#   concurrent    200 GETs over 20 keep-alive connections answered while a job runs
+#   restart       kill -9 of the service: running job re-attached, queued job starts,
+#                 a job whose processes died meanwhile ends failed with the reason
+#   cancel        DELETE stops a running job within 5 s and its processes are gone
+#   slurm         a job through a real one-node SLURM (slurm_local.sh) to succeeded
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+work=$(mktemp -d /tmp/shardq-service.XXXXXX)
+source "$here/lib.sh"
+cleanup() { stop_server; [ -n "${SLURM_STOP:-}" ] && $SLURM_STOP; rm -rf "$work"; }
+trap cleanup EXIT
+
+case_submit_eval() {
+  prepare_stories
+  start_server --ranks 2
+  local id body
+  id=$(submit "$(stories_spec "$work/data/out")")
+  # Poll: layers_done never decreases and stays within layers_total.
+  local last=0 total=0 state=queued
+  for _ in $(seq 600); do
+    api GET "/v1/jobs/$id"; body=$BODY
+    state=$(jget "$body" 'j["state"]')
+    read -r done total < <(jget "$body" '"%d %d" % (j["progress"]["layers_done"], j["progress"]["layers_total"])')
+    [ "$done" -ge "$last" ] || fail "progress went back from $last to $done"
+    [ "$total" -eq 0 ] || [ "$done" -le "$total" ] || fail "layers_done $done > layers_total $total"
+    last=$done
+    case $state in succeeded) break;; failed|cancelled) fail "job ended $state: $body";; esac
+    sleep 0.1
+  done
+  [ "$state" = succeeded ] || fail "job not done: $body"
+  local n_layers
+  n_layers=$(jget "$(cat "$work/data/stories/config.json")" 'j["num_hidden_layers"]')
+  [ "$total" -eq "$n_layers" ] && [ "$last" -eq "$n_layers" ] || fail "progress ended at $last/$total, model has $n_layers layers"
+  # The progress file the service read holds 0 .. n_layers of the quantize phase in order.
+  "$PY" - "$work/state/jobs/$id/progress.jsonl" "$n_layers" <<'PYEOF' || fail "progress file"
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+q = [l["layers_done"] for l in lines if l.get("event") == "progress" and l["phase"] == "quantize"]
+assert q == list(range(int(sys.argv[2]) + 1)), q
+assert lines[-1]["event"] == "done"
+PYEOF
+  [ "$(jget "$body" 'j["launcher"]["kind"]')" = local ] || fail "launcher info: $body"
+  [ "$(jget "$body" 'j["launcher"]["ranks"]')" = 2 ] || fail "ranks: $body"
+  # The manifest over REST is the file the job wrote.
+  api GET "/v1/jobs/$id/manifest"; printf '%s' "$BODY" > "$work/manifest.json"
+  [ "$STATUS" = 200 ] || fail "manifest: $STATUS"
+  cmp -s "$work/manifest.json" "$work/data/out/manifest.json" || fail "manifest differs from the checkpoint's"
+  [ "$(jget "$(cat "$work/manifest.json")" 'j["format"]')" = shardq-manifest ] || fail "manifest format"
+  api GET "/v1/jobs/$id/log?bytes=100000"; printf '%s' "$BODY" > "$work/log.txt"
+  grep -q '"event":"done"' "$work/log.txt" || fail "job log lacks the done event"
+  # The listing has it; the metrics count it and its layers.
+  [ "$(jget "$(apib GET /v1/jobs)" '[x["state"] for x in j["jobs"] if x["id"]=="'$id'"][0]')" = succeeded ] || fail "listing"
+  local metrics
+  api GET /metrics; metrics=$BODY
+  grep -q '^shardq_jobs{state="succeeded"} 1$' <<<"$metrics" || fail "metrics jobs: $metrics"
+  grep -q "^shardq_layers_quantized $n_layers\$" <<<"$metrics" || fail "metrics layers: $metrics"
+  grep -q '^shardq_http_requests_total{method="GET",route="/v1/jobs/{id}",code="200"} [1-9]' <<<"$metrics" || fail "metrics requests"
+  grep -q '^shardq_http_request_duration_seconds_count{route="/v1/jobs/{id}"} [1-9]' <<<"$metrics" || fail "metrics latency"
+  # And the checkpoint evaluates.
+  local eval
+  head -c 30000 "$SHARDQ_SHARED/data/tinystories/eval.txt" > "$work/eval.txt"
+  eval=$("$SHARDQ_BIN" eval --model "$work/data/out" --ref "$work/data/stories" --text "$work/eval.txt" \
+    --seq-len 128 --json) || fail "eval"
+  "$PY" -c 'import json,sys,math; e=json.loads(sys.argv[1]); assert math.isfinite(e["ppl"]) and e["ppl"] > 1 and e["kl"] >= 0, e; print("eval", e)' "$eval" \
+    || fail "eval output $eval"
+}
+
+case_errors() {
+  prepare_stories
+  start_server --max-body-bytes 4096 --read-timeout 2
+  local body spec
+  spec=$(stories_spec "$work/data/out")
+  # 400: each names the field.
+  expect_error() {  # expect_error STATUS FIELD BODY [query]
+    api POST "/v1/jobs${4:-}" -H 'Content-Type: application/json' --data-binary "$3"; body=$BODY
+    [ "$STATUS" = "$1" ] || fail "wanted $1 for $3, got $STATUS: $body"
+    [ "$(jget "$body" 'j["error"]["field"]')" = "$2" ] || fail "wanted field $2, got $body"
+    [ -n "$(jget "$body" 'j["error"]["code"]')" ] && [ -n "$(jget "$body" 'j["error"]["message"]')" ] || fail "error shape $body"
+  }
+  expect_error 400 body '{"model": '
+  expect_error 400 colour "$("$PY" -c 'import json,sys; j=json.loads(sys.argv[1]); j["colour"]=1; print(json.dumps(j))' "$spec")"
+  expect_error 400 quant.group "$("$PY" -c 'import json,sys; j=json.loads(sys.argv[1]); j["quant"]["group"]=1; print(json.dumps(j))' "$spec")"
+  expect_error 400 quant.bits "$("$PY" -c 'import json,sys; j=json.loads(sys.argv[1]); j["quant"]["bits"]=5; print(json.dumps(j))' "$spec")"
+  expect_error 400 calibration.samples "$("$PY" -c 'import json,sys; j=json.loads(sys.argv[1]); j["calibration"]["samples"]=-3; print(json.dumps(j))' "$spec")"
+  expect_error 400 model "$("$PY" -c 'import json,sys; j=json.loads(sys.argv[1]); j["model"]=sys.argv[2]; print(json.dumps(j))' "$spec" "$work/data/nothing")"
+  # 403: outside the data roots, by absolute path, ../ and symlinks (dir and file).
+  mkdir -p "$work/outside" && cp -r "$work/data/stories" "$work/outside/model"
+  ln -s "$work/outside" "$work/data/link"
+  ln -s "$work/outside/model/config.json" "$work/data/calib_link.txt"
+  with() { "$PY" -c 'import json,sys; j=json.loads(sys.argv[1]); exec(sys.argv[2]); print(json.dumps(j))' "$spec" "$1"; }
+  expect_error 403 model "$(with "j['model']='$work/outside/model'")"
+  expect_error 403 model "$(with "j['model']='$work/data/../outside/model'")"
+  expect_error 403 model "$(with "j['model']='../outside/model'")"
+  expect_error 403 model "$(with "j['model']='$work/data/link/model'")"
+  expect_error 403 output "$(with "j['output']='$work/data/link/out'")"
+  expect_error 403 output "$(with "j['output']='/tmp/elsewhere'")"
+  expect_error 403 calibration.path "$(with "j['calibration']['path']='$work/data/calib_link.txt'")"
+  # Relative paths are taken inside the first data root and accepted.
+  api POST /v1/jobs --data-binary "$(with "j['model']='stories'; j['output']='rel_out'; j['calibration']['path']='calib.txt'")"; body=$BODY
+  [ "$STATUS" = 201 ] || fail "relative paths: $STATUS $body"
+  local rel_id; rel_id=$(jget "$body" 'j["id"]')
+  # 409: a second active job on the same output; once done, a non-empty output needs ?force=true.
+  expect_error 409 output "$(with "j['output']='rel_out'")"
+  wait_state "$rel_id" succeeded 120
+  expect_error 400 output "$(with "j['output']='rel_out'")"
+  api POST '/v1/jobs?force=true' --data-binary "$(with "j['output']='rel_out'")"; body=$BODY
+  [ "$STATUS" = 201 ] || fail "force: $STATUS $body"
+  [ "$(jget "$(apib GET "/v1/jobs/$(jget "$body" 'j["id"]')")" 'j["force"]')" = True ] || fail "force flag"
+  # 401: no token, a wrong token, a wrong scheme, a prefix of the right token.
+  for auth in "" "Authorization: Bearer wrong" "Authorization: Basic $TOKEN" "Authorization: Bearer ${TOKEN:0:6}"; do
+    STATUS=$(curl -s -o "$work/r" -w '%{http_code}' ${auth:+-H "$auth"} "$BASE/v1/jobs")
+    [ "$STATUS" = 401 ] || fail "auth '$auth' answered $STATUS"
+    [ "$(jget "$(cat "$work/r")" 'j["error"]["code"]')" = unauthorized ] || fail "401 body"
+  done
+  STATUS=$(curl -s -o /dev/null -w '%{http_code}' "$BASE/healthz")
+  [ "$STATUS" = 200 ] || fail "healthz without a token: $STATUS"
+  # 404 unknown ids and routes, 405 wrong methods.
+  api GET /v1/jobs/0123456789abcdef; [ "$STATUS" = 404 ] || fail "unknown id $STATUS"
+  api GET /v1/jobs/..%2F..%2Fetc; [ "$STATUS" = 404 ] || fail "odd id $STATUS"
+  api DELETE /v1/jobs/0123456789abcdef; [ "$STATUS" = 404 ] || fail "delete unknown id $STATUS"
+  api GET /v1/nothing; [ "$STATUS" = 404 ] || fail "unknown route $STATUS"
+  api PUT /v1/jobs; [ "$STATUS" = 405 ] || fail "PUT /v1/jobs $STATUS"
+  api POST "/v1/jobs/$rel_id/manifest"; [ "$STATUS" = 405 ] || fail "POST manifest $STATUS"
+  api POST "/v1/jobs/$rel_id/resume"; [ "$STATUS" = 409 ] || fail "resume of a succeeded job $STATUS"
+  # 413: a body over --max-body-bytes, and the server still answers afterwards.
+  head -c 10000 /dev/zero | tr '\0' ' ' > "$work/big"
+  api POST /v1/jobs --data-binary @"$work/big"
+  [ "$STATUS" = 413 ] || fail "oversized body answered $STATUS"
+  api GET /v1/jobs; [ "$STATUS" = 200 ] || fail "after 413: $STATUS"
+  # A client that sends half a request is dropped after the read timeout (2 s here).
+  "$PY" - "$PORT" <<'PYEOF' || fail "slow client"
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.settimeout(20)
+s.sendall(b"GET /v1/jobs HTTP/1.1\r\nHost: x\r\n")
+assert s.recv(100) == b"", "the server answered a half request"
+PYEOF
+  api GET /healthz; [ "$STATUS" = 200 ] || fail "after a slow client: $STATUS"
+  wait_state "$(jget "$(apib GET /v1/jobs)" 'j["jobs"][-1]["id"]')" succeeded 120
+}
+
+case_concurrent() {
+  prepare_slow
+  start_server
+  local id
+  id=$(submit "$(slow_spec "$work/data/out")")
+  wait_state "$id" running 30
+  "$PY" - "$PORT" "$TOKEN" "$id" <<'PYEOF' || fail "concurrent GETs"
+import http.client, json, sys, threading
+port, token, job = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ok, errors, lock = [0], [], threading.Lock()
+def client(k):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    for i in range(10):
+        path = ["/v1/jobs/" + job, "/v1/jobs", "/healthz", "/metrics"][(k + i) % 4]
+        c.request("GET", path, headers={"Authorization": "Bearer " + token})
+        r = c.getresponse()
+        body = r.read()
+        with lock:
+            if r.status == 200: ok[0] += 1
+            else: errors.append((path, r.status, body[:200]))
+    c.close()
+threads = [threading.Thread(target=client, args=(k,)) for k in range(20)]
+for t in threads: t.start()
+for t in threads: t.join()
+assert not errors and ok[0] == 200, (ok[0], errors[:5])
+print("200 of 200 answered over 20 connections")
+PYEOF
+  [ "$(job_state "$id")" = running ] || fail "the job was supposed to be still running during the GETs"
+  api DELETE "/v1/jobs/$id"
+  wait_state "$id" cancelled 10
+}
+
+case_restart() {
+  prepare_stories
+  prepare_slow
+  start_server --max-running 1
+  local a b c body pid pgid
+  a=$(submit "$(slow_spec "$work/data/out_a")")
+  b=$(submit "$(stories_spec "$work/data/out_b")")
+  wait_state "$a" running 30
+  [ "$(job_state "$b")" = queued ] || fail "b should wait for a (max-running 1)"
+  sleep 1
+  api GET "/v1/jobs/$a"; body=$BODY
+  pid=$(jget "$body" 'j["launcher"]["pid"]')
+  kill -9 "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
+  kill -0 "$pid" 2>/dev/null || fail "the job died with the service"
+  start_server --max-running 1
+  api GET "/v1/jobs/$a"; body=$BODY
+  [ "$(jget "$body" 'j["state"]')" = running ] || fail "after restart a is $body"
+  [ "$(jget "$body" 'j["launcher"]["pid"]')" = "$pid" ] || fail "a was not re-attached to pid $pid"
+  [ "$(job_state "$b")" = queued ] || fail "b lost its place"
+  wait_state "$a" succeeded 180      # adopted: its wrapper's exit status and manifest decide
+  wait_state "$b" succeeded 120      # the queued job starts once a is done
+  [ -f "$work/data/out_b/manifest.json" ] || fail "b wrote no manifest"
+  # A job whose processes die while the service is down ends failed, with the reason.
+  c=$(submit "$(slow_spec "$work/data/out_c")")
+  wait_state "$c" running 30
+  sleep 1
+  pgid=$(jget "$(apib GET "/v1/jobs/$c")" 'j["launcher"]["pgid"]')
+  kill -9 "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
+  kill -9 -- "-$pgid"
+  for _ in $(seq 50); do pgrep -g "$pgid" >/dev/null || break; sleep 0.1; done
+  start_server --max-running 1
+  wait_state "$c" failed 30
+  api GET "/v1/jobs/$c"; body=$BODY
+  grep -q "gone\|status" <<<"$(jget "$body" 'j["error"]')" || fail "no reason given: $body"
+  echo "c failed with: $(jget "$body" 'j["error"]')"
+  # It resumes: queued again with "resume": true, then runs to the end.
+  api POST "/v1/jobs/$c/resume"; body=$BODY; [ "$STATUS" = 202 ] || fail "resume $STATUS $body"
+  [ "$(jget "$(apib GET "/v1/jobs/$c")" 'j["spec"]["resume"]')" = True ] || fail "resume flag not in the spec"
+  grep -q '"resume": true' "$work/state/jobs/$c/spec.json" || fail "spec.json not rewritten"
+  wait_state "$c" succeeded 180
+}
+
+case_cancel() {
+  SLOW_SAMPLES=48 prepare_slow
+  start_server --ranks 2
+  local id body pgid t0 t1
+  id=$(submit "$(slow_spec "$work/data/out")")
+  wait_state "$id" running 30
+  # Wait until the ranks run (the plan event is in).
+  for _ in $(seq 100); do [ -n "$(jget "$(apib GET "/v1/jobs/$id")" 'j["phase"]')" ] && break; sleep 0.1; done
+  api GET "/v1/jobs/$id"; body=$BODY
+  pgid=$(jget "$body" 'j["launcher"]["pgid"]')
+  pgrep -f "$work/state/jobs/$id/spec.json" >/dev/null || fail "no job processes found before the cancel"
+  t0=$(date +%s.%N)
+  api DELETE "/v1/jobs/$id"; body=$BODY; [ "$STATUS" = 202 ] || fail "DELETE answered $STATUS $body"
+  wait_state "$id" cancelled 5
+  t1=$(date +%s.%N)
+  echo "cancelled in $(echo "$t1 - $t0" | bc 2>/dev/null || echo "?") s"
+  pgrep -g "$pgid" >/dev/null && fail "process group $pgid still has processes: $(pgrep -g "$pgid" -a)"
+  pgrep -f "$work/state/jobs/$id/spec.json" >/dev/null && fail "job processes left: $(pgrep -af "$work/state/jobs/$id/spec.json")"
+  [ -f "$work/data/out/manifest.json" ] && fail "a cancelled job wrote a manifest"
+  api DELETE "/v1/jobs/$id"; [ "$STATUS" = 409 ] || fail "second DELETE answered $STATUS"
+  # A queued job is cancelled at once.
+  local q1 q2
+  q1=$(submit "$(slow_spec "$work/data/out1")")
+  q2=$(submit "$(slow_spec "$work/data/out2")")
+  api DELETE "/v1/jobs/$q2"; body=$BODY; [ "$STATUS" = 200 ] || fail "DELETE of a queued job: $STATUS"
+  [ "$(jget "$body" 'j["state"]')" = cancelled ] || fail "queued job not cancelled: $body"
+  api DELETE "/v1/jobs/$q1"
+  wait_state "$q1" cancelled 10
+}
+
+case_slurm() {
+  source "$here/slurm_local.sh"
+  slurm_start "$work/slurm" || { echo "SLURM could not start here; see the output above"; exit 1; }
+  SLURM_STOP=slurm_stop
+  prepare_stories
+  start_server --launcher slurm --slurm-template "$SHARDQ_SOURCE/slurm/single_node.sbatch" --ranks 2 \
+    --slurm-var TIME_LIMIT=00:10:00
+  local id body
+  id=$(submit "$(stories_spec "$work/data/out")")
+  wait_state "$id" succeeded 180
+  api GET "/v1/jobs/$id"; body=$BODY
+  echo "slurm job: $(jget "$body" 'j["launcher"]')"
+  [ "$(jget "$body" 'j["launcher"]["kind"]')" = slurm ] || fail "launcher $body"
+  grep -q "^#SBATCH --ntasks=2$" "$work/state/jobs/$id/job.sbatch" || fail "rendered script"
+  grep -q '{{' "$work/state/jobs/$id/job.sbatch" && fail "unrendered variables left"
+  [ "$(jget "$body" 'j["progress"]["layers_done"]')" = "$(jget "$body" 'j["progress"]["layers_total"]')" ] || fail "progress $body"
+  api GET "/v1/jobs/$id/manifest"; [ "$STATUS" = 200 ] || fail "manifest $STATUS"
+}
+
+"case_$1"
+echo "ok"
