@@ -11,8 +11,8 @@ HessianAccumulatorCuda::HessianAccumulatorCuda(int64_t dim)
     : dim_(dim),
       stream_(make_stream()),
       cublas_(make_cublas(stream_.get())),
-      sums_(static_cast<std::size_t>(dim * (dim + 1) / 2)),
-      partial_(static_cast<std::size_t>(dim * dim)),
+      sums_(dim > 0 ? static_cast<std::size_t>(dim * (dim + 1) / 2) : 0),  // dim checked below
+      partial_(dim > 0 ? static_cast<std::size_t>(dim * dim) : 0),
       flags_(1) {
   if (dim < 1) throw error(fmt::format("hessian (cuda): dimension {} must be positive", dim));
   sums_.zero();
