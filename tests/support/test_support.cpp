@@ -60,7 +60,11 @@ CommandResult run_command(const std::string& command) {
 
 std::string shardq_bin() {
   if (const char* env = std::getenv("SHARDQ_BIN")) return env;
+#ifdef SHARDQ_BIN_PATH
+  return SHARDQ_BIN_PATH;
+#else
   return "shardq";
+#endif
 }
 
 }  // namespace shardq::test

@@ -1,0 +1,56 @@
+// tmp + fsync + rename + fsync(dir); see atomic_file.hpp.
+#include "common/atomic_file.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "common/error.hpp"
+
+namespace shardq {
+namespace {
+
+void fsync_path(const std::filesystem::path& path, bool directory) {
+  const int fd = ::open(path.c_str(), directory ? (O_RDONLY | O_DIRECTORY) : O_RDONLY);
+  io_check(fd >= 0, "cannot open '{}' to fsync: {}", path.string(), std::strerror(errno));
+  const int rc = ::fsync(fd);
+  const int saved = errno;
+  ::close(fd);
+  io_check(rc == 0, "fsync of '{}' failed: {}", path.string(), std::strerror(saved));
+}
+
+}  // namespace
+
+std::filesystem::path temp_path_for(const std::filesystem::path& final_path) {
+  return std::filesystem::path(final_path.string() + ".tmp");
+}
+
+void publish_file(const std::filesystem::path& tmp, const std::filesystem::path& final_path) {
+  fsync_path(tmp, false);
+  io_check(std::rename(tmp.c_str(), final_path.c_str()) == 0, "cannot rename '{}' to '{}': {}", tmp.string(),
+           final_path.string(), std::strerror(errno));
+  const std::filesystem::path dir = final_path.has_parent_path() ? final_path.parent_path() : ".";
+  fsync_path(dir, true);
+}
+
+void write_file_atomic(const std::filesystem::path& path, std::string_view content) {
+  const std::filesystem::path tmp = temp_path_for(path);
+  {
+    std::FILE* f = std::fopen(tmp.c_str(), "wb");
+    io_check(f != nullptr, "cannot create '{}': {}", tmp.string(), std::strerror(errno));
+    const size_t written = std::fwrite(content.data(), 1, content.size(), f);
+    bool ok = written == content.size() && std::fflush(f) == 0;
+    ok = (std::fclose(f) == 0) && ok;
+    const int saved = errno;
+    if (!ok) {
+      std::remove(tmp.c_str());
+      throw io_error(fmt::format("failed to write '{}': {}", tmp.string(), std::strerror(saved)));
+    }
+  }
+  publish_file(tmp, path);
+}
+
+}  // namespace shardq
