@@ -7,7 +7,10 @@
 #include <fmt/format.h>
 
 #include "common/error.hpp"
+#include "common/checkpoint.hpp"
+#include "common/manifest.hpp"
 #include "common/safetensors.hpp"
+#include "kernels/checkpoint_load.hpp"
 
 namespace shardq {
 
@@ -92,15 +95,78 @@ ModelWeights model_weights_load(const SafetensorsModel& model, const ModelConfig
   return m;
 }
 
+namespace {
+
+bool is_checkpoint(const std::filesystem::path& path) {
+  return path.extension() == ".h5" || std::filesystem::exists(path / manifest_file_name);
+}
+
+std::filesystem::path checkpoint_dir(const std::filesystem::path& path) {
+  return path.extension() == ".h5" ? path.parent_path() : path;
+}
+
+// Shape check shared by both sources: every tensor a layer or the model holds must match the
+// config (a dequantized linear carries its own shape).
+void check_shape(const Tensor& t, const std::string& name, const std::vector<int64_t>& shape, const std::string& file) {
+  if (t.shape != shape)
+    throw io_error(fmt::format("tensor '{}' in '{}' has shape {}, the config implies {}", name, file,
+                               shape_string(t.shape), shape_string(shape)));
+}
+
+// A shardq checkpoint: quantized linears dequantized (kernels/checkpoint_load.hpp), tensors
+// kept in floating point converted; the config comes from the manifest.
+ModelWeights load_checkpoint(const std::filesystem::path& path, const WeightsSelection& sel) {
+  const std::filesystem::path dir = checkpoint_dir(path);
+  const Manifest manifest = manifest_read(dir);
+  const ModelConfig c = model_config_from_json(manifest.model.config, (dir / manifest_file_name).string());
+  const CheckpointReader reader(dir);
+  const std::string file = reader.master_path().string();
+  auto load = [&](const std::string& name, std::vector<int64_t> shape, bool linear) {
+    Tensor t = linear ? load_linear_fp32(reader, name) : reader.read_float(name);
+    check_shape(t, name, shape, file);
+    return t;
+  };
+  ModelWeights m = empty_model(c, sel);
+  const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), inter = c.intermediate_size, vocab = c.vocab_size;
+  if (sel.embedding || (sel.head && c.tie_word_embeddings))
+    m.embed_tokens = load("model.embed_tokens.weight", {vocab, h}, false);
+  if (sel.head) {
+    m.final_norm = load("model.norm.weight", {h}, false);
+    if (!c.tie_word_embeddings) m.lm_head = load("lm_head.weight", {vocab, h}, true);
+  }
+  for (int l = m.layer_begin; l < m.layer_end; ++l) {
+    const std::string p = layer_prefix(l);
+    LayerWeights w;
+    w.attn_norm = load(p + "input_layernorm.weight", {h}, false);
+    w.ffn_norm = load(p + "post_attention_layernorm.weight", {h}, false);
+    if (c.attention_bias) {
+      w.q_bias = load(p + "self_attn.q_proj.bias", {q}, false);
+      w.k_bias = load(p + "self_attn.k_proj.bias", {kv}, false);
+      w.v_bias = load(p + "self_attn.v_proj.bias", {kv}, false);
+    }
+    const std::array<std::vector<int64_t>, 7> shapes{{{q, h}, {kv, h}, {kv, h}, {h, q}, {inter, h}, {inter, h}, {h, inter}}};
+    auto linears = w.linears();
+    for (size_t i = 0; i < linears.size(); ++i) *linears[i].second = load(p + linears[i].first + ".weight", shapes[i], true);
+    m.layers.push_back(std::move(w));
+  }
+  return m;
+}
+
+}  // namespace
+
 ModelWeights model_weights_load(const std::filesystem::path& path, const WeightsSelection& sel) {
-  if (std::filesystem::exists(path / "manifest.json") && !std::filesystem::exists(path / "config.json"))
-    throw unsupported_error(fmt::format("'{}' is a shardq checkpoint; loading checkpoints is not supported yet", path.string()));
+  if (is_checkpoint(path)) return load_checkpoint(path, sel);
   const ModelConfig config = model_config_load(path);
   const SafetensorsModel model(path);
   return model_weights_load(model, config, sel);
 }
 
-std::filesystem::path model_tokenizer_dir(const std::filesystem::path& path) { return path; }
+std::filesystem::path model_tokenizer_dir(const std::filesystem::path& path) {
+  if (!is_checkpoint(path)) return path;
+  const std::filesystem::path dir = checkpoint_dir(path);
+  if (std::filesystem::exists(dir / "tokenizer.model") || std::filesystem::exists(dir / "tokenizer.bin")) return dir;
+  return manifest_read(dir).model.path;
+}
 
 namespace {
 
