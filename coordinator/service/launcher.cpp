@@ -38,6 +38,9 @@ std::vector<std::string> quantize_args(const LauncherConfig& c, const JobRecord&
   std::vector<std::string> args = {c.shardq_bin.string(), "quantize", "--config", paths.spec.string(),
                                    "--progress", "json", "--progress-file", paths.progress.string()};
   if (job.force) args.push_back("--force");
+  // Explicit, not only "resume": true in spec.json: the flag is what quantize trusts when
+  // the two disagree.
+  if (job.spec.value("resume", false)) args.push_back("--resume");
   return args;
 }
 
@@ -171,6 +174,7 @@ class SlurmLauncher final : public Launcher {
     vars["LOG_FILE"] = paths.log.string();
     vars["EXIT_FILE"] = paths.exit_code.string();
     vars["FORCE_FLAG"] = job.force ? "--force" : "";
+    vars["RESUME_FLAG"] = job.spec.value("resume", false) ? "--resume" : "";
     const std::string script = slurm_template_render(template_, vars, c_.slurm_template.string());
     write_file_atomic(paths.sbatch, script);
     ::chmod(paths.sbatch.c_str(), 0755);

@@ -30,7 +30,7 @@ struct LauncherConfig {
   std::string mpirun = "mpirun";
   std::filesystem::path slurm_template;         // slurm/single_node.sbatch
   std::map<std::string, std::string> slurm_vars;  // template variables set by the operator
-  std::chrono::seconds cancel_grace{3};         // SIGTERM, then SIGKILL after this long
+  std::chrono::seconds cancel_grace{2};         // SIGTERM, then SIGKILL after this long
 };
 
 struct LaunchPoll {

@@ -177,6 +177,7 @@ PYEOF
 
 case_restart() {
   prepare_stories
+  local SLOW_SAMPLES=16
   prepare_slow
   start_server --max-running 1
   local a b c body pid pgid
@@ -218,7 +219,8 @@ case_restart() {
 }
 
 case_cancel() {
-  SLOW_SAMPLES=48 prepare_slow
+  local SLOW_SAMPLES=48
+  prepare_slow
   start_server --ranks 2
   local id body pgid t0 t1
   id=$(submit "$(slow_spec "$work/data/out")")
@@ -256,12 +258,18 @@ case_slurm() {
     --slurm-var TIME_LIMIT=00:10:00
   local id body
   id=$(submit "$(stories_spec "$work/data/out")")
+  # kill -9 of the service once the job is in SLURM: the restarted service re-attaches by job id.
+  for _ in $(seq 100); do [ "$(jget "$(apib GET "/v1/jobs/$id")" 'j["launcher"].get("slurm_job_id", "")')" != "" ] && break; sleep 0.1; done
+  local slurm_id; slurm_id=$(jget "$(apib GET "/v1/jobs/$id")" 'j["launcher"]["slurm_job_id"]')
+  kill -9 "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
+  start_server --launcher slurm --slurm-template "$SHARDQ_SOURCE/slurm/single_node.sbatch" --ranks 2
   wait_state "$id" succeeded 180
   api GET "/v1/jobs/$id"; body=$BODY
+  [ "$(jget "$body" 'j["launcher"]["slurm_job_id"]')" = "$slurm_id" ] || fail "submitted twice"
   echo "slurm job: $(jget "$body" 'j["launcher"]')"
   [ "$(jget "$body" 'j["launcher"]["kind"]')" = slurm ] || fail "launcher $body"
   grep -q "^#SBATCH --ntasks=2$" "$work/state/jobs/$id/job.sbatch" || fail "rendered script"
-  grep -q '{{' "$work/state/jobs/$id/job.sbatch" && fail "unrendered variables left"
+  grep -Eq '\{\{[A-Z0-9_]+\}\}' "$work/state/jobs/$id/job.sbatch" && fail "unrendered variables left"
   [ "$(jget "$body" 'j["progress"]["layers_done"]')" = "$(jget "$body" 'j["progress"]["layers_total"]')" ] || fail "progress $body"
   api GET "/v1/jobs/$id/manifest"; [ "$STATUS" = 200 ] || fail "manifest $STATUS"
 }
