@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The quantize job end to end in one process (issue: single-process job and checkpoint).
+#   quantize_job.sh quality   GPTQ (4-bit, group 32, act-order) beats RTN (4-bit, group 32) on
+#                             perplexity, KL and top-1 against the original stories260K, at 4 and 3 bits
+#   quantize_job.sh badspec   bad specs are refused before any work, one line naming the field
+#   quantize_job.sh output    a non-empty output is never overwritten without --force; a failed
+#                             job leaves no manifest; inspect and generate work on the checkpoint
+set -euo pipefail
+: "${SHARDQ_BIN:?}" "${SHARDQ_SHARED:?}"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+S=$SHARDQ_SHARED
+"$SHARDQ_BIN" convert llama2c "$S/models/stories260K/stories260K.bin" --tokenizer "$S/models/stories260K/tok512.bin" \
+  --output "$work/model" 2>/dev/null
+calib=(--calibration "$S/data/tinystories/calib.txt" --samples 64 --seq-len 256)
+
+quality() {
+  for bits in 4 3; do
+    "$SHARDQ_BIN" quantize --model "$work/model" --output "$work/gptq$bits" "${calib[@]}" --method gptq --bits $bits \
+      --group-size 32 --act-order --quiet >/dev/null
+    "$SHARDQ_BIN" quantize --model "$work/model" --output "$work/rtn$bits" "${calib[@]}" --method rtn --bits $bits \
+      --group-size 32 --quiet >/dev/null
+    for m in gptq rtn; do
+      "$SHARDQ_BIN" eval --model "$work/$m$bits" --ref "$work/model" --text "$S/data/tinystories/eval.txt" \
+        --max-windows 120 --json >"$work/$m$bits.json"
+    done
+    /usr/bin/python3 - "$work/gptq$bits.json" "$work/rtn$bits.json" "$bits" <<'PY'
+import json, sys
+g, r = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+print(f"{sys.argv[3]}-bit  gptq ppl {g['ppl']:.4f} kl {g['kl']:.5f} top1 {g['top1']:.4f} | "
+      f"rtn ppl {r['ppl']:.4f} kl {r['kl']:.5f} top1 {r['top1']:.4f}")
+assert g["ppl"] < r["ppl"], "GPTQ perplexity is not below RTN's"
+assert g["kl"] < r["kl"], "GPTQ KL is not below RTN's"
+assert g["top1"] > r["top1"], "GPTQ top-1 agreement is not above RTN's"
+PY
+  done
+}
+
+badspec() {
+  # expect_refused <field> <args...>: exit non-zero, one stderr line naming the field, nothing written
+  expect_refused() {
+    local field=$1 out rc=0
+    shift
+    out="$work/refused-$RANDOM"
+    "$SHARDQ_BIN" quantize --model "$work/model" --samples 64 --seq-len 256 "$@" >"$work/stdout" 2>"$work/stderr" || rc=$?
+    [ "$rc" -ne 0 ] || { echo "accepted: $*"; exit 1; }
+    [ "$(wc -l <"$work/stderr")" -eq 1 ] || { echo "not one line for $*:"; cat "$work/stderr"; exit 1; }
+    grep -q "$field" "$work/stderr" || { echo "the error for $* does not name $field:"; cat "$work/stderr"; exit 1; }
+    echo "refused ($field): $(cat "$work/stderr")"
+  }
+  echo '{"quant": {"bitz": 4}}' >"$work/unknown.json"
+  local c=(--calibration "$S/data/tinystories/calib.txt")
+  expect_refused "quant.bitz" --config "$work/unknown.json" "${c[@]}" --output "$work/o1"
+  expect_refused "quant.bits" --bits 5 "${c[@]}" --output "$work/o2"
+  expect_refused "quant.group_size" --group-size 0 "${c[@]}" --output "$work/o3"
+  expect_refused "calibration.path" --calibration "$work/missing.txt" --output "$work/o4"
+  expect_refused "output" "${c[@]}" --output "$work/model/quantized"
+  for o in o1 o2 o3 o4; do [ ! -e "$work/$o" ] || { echo "work started for a refused spec ($o exists)"; exit 1; }; done
+  [ ! -e "$work/model/quantized" ] || { echo "wrote inside the model directory"; exit 1; }
+}
+
+output() {
+  mkdir -p "$work/user"
+  echo "precious" >"$work/user/notes.txt"
+  if "$SHARDQ_BIN" quantize --model "$work/model" --output "$work/user" "${calib[@]}" --quiet 2>"$work/err"; then
+    echo "overwrote a non-empty directory without --force"; exit 1
+  fi
+  grep -q "output" "$work/err"
+  [ "$(cat "$work/user/notes.txt")" = precious ] || { echo "user file changed"; exit 1; }
+  "$SHARDQ_BIN" quantize --model "$work/model" --output "$work/user" "${calib[@]}" --method rtn --force --quiet
+  [ "$(cat "$work/user/notes.txt")" = precious ] || { echo "--force removed a file the job does not own"; exit 1; }
+  [ -f "$work/user/manifest.json" ]
+  # A job that fails midway leaves no manifest claiming completion (and withdraws an old one).
+  if SHARDQ_FAULT="layer_quantized:0:2:throw" "$SHARDQ_BIN" quantize --model "$work/model" --output "$work/user" \
+      "${calib[@]}" --method rtn --force --quiet 2>"$work/err"; then
+    echo "the injected failure did not fail the job"; exit 1
+  fi
+  grep -q "injected fault" "$work/err"
+  [ ! -e "$work/user/manifest.json" ] || { echo "a failed job left a manifest"; exit 1; }
+  # inspect and generate run on a finished checkpoint.
+  "$SHARDQ_BIN" quantize --model "$work/model" --output "$work/ok" "${calib[@]}" --quiet
+  "$SHARDQ_BIN" inspect "$work/ok" | grep -q "model.layers.4.mlp.down_proj"
+  "$SHARDQ_BIN" generate --model "$work/ok" --prompt "Once upon a time" -n 40 | grep -q "^Once upon a time"
+  h5ls -r --follow-symlinks "$work/ok/model.h5" | grep -q "model.layers.0.self_attn.q_proj/qweight"
+  echo ok
+}
+
+"$1"
