@@ -140,8 +140,13 @@ void setup_quantize(CLI::App& root) {
   c->add_option("--method", f->method, "gptq | rtn | nf4 | int8 (default gptq)");
   c->add_option("--bits", f->bits, "2, 3, 4 or 8 (default 4)");
   c->add_option("--group-size", f->group_size, "Columns per group, -1 = per row (default 128)");
-  c->add_flag("--sym,!--no-sym", f->sym, "Symmetric grid (default asymmetric)");
-  c->add_flag("--act-order,!--no-act-order", f->act_order, "GPTQ act-order with g_idx (default on)");
+  // Boolean flags set their key only when given, so that --config keeps its value otherwise.
+  auto bool_flag = [c](const std::string& name, std::optional<bool>& target, const std::string& help) {
+    c->add_flag_callback("--" + name, [&target] { target = true; }, help);
+    c->add_flag_callback("--no-" + name, [&target] { target = false; }, "");
+  };
+  bool_flag("sym", f->sym, "Symmetric grid (default asymmetric)");
+  bool_flag("act-order", f->act_order, "GPTQ act-order with g_idx (default on)");
   c->add_option("--damp", f->damp, "GPTQ dampening, fraction of mean diag(H) (default 0.01)");
   c->add_option("--block-size", f->block_size, "GPTQ lazy-batch block (default 128)");
   c->add_option("--policy", f->policy, "uniform | keep | lim | zd | random | sensitivity (default uniform)");
@@ -152,7 +157,7 @@ void setup_quantize(CLI::App& root) {
   c->add_option("--schedule", f->schedule, "sequential | pipeline (default sequential)");
   c->add_option("--comm", f->comm, "auto | mpi | nccl (default auto)");
   c->add_option("--device", f->device, "auto | cpu | cuda (default auto)");
-  c->add_flag("--resume,!--no-resume", f->resume, "Resume an interrupted job in --output");
+  bool_flag("resume", f->resume, "Resume an interrupted job in --output");
   c->add_flag("--force", f->force, "Replace the checkpoint in a non-empty output directory");
   c->add_flag("--dry-run", f->dry_run, "Calibrate only and print LIM and ZD of every layer");
   c->add_flag("--quiet", f->quiet, "No progress output");
