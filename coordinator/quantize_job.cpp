@@ -22,6 +22,7 @@
 #include "common/tokenizer.hpp"
 #include "coordinator/allocation.hpp"
 #include "coordinator/plan.hpp"
+#include "coordinator/precision_policy.hpp"
 #include "worker/calibration.hpp"
 #include "worker/forward.hpp"
 #include "worker/importance.hpp"
@@ -51,6 +52,7 @@ struct JobPlan {
   int seq_len = 0;
   int micro_batch = 1;               // samples per micro-batch
   std::vector<int32_t> windows;      // [samples * seq_len] calibration tokens (empty: none)
+  PrecisionScores scores;            // from the measurement pass (lim, zd, sensitivity)
   int samples() const { return seq_len ? static_cast<int>(windows.size() / static_cast<size_t>(seq_len)) : 0; }
   int n_micro_batches() const { return (samples() + micro_batch - 1) / micro_batch; }
   int mb_begin(int m) const { return m * micro_batch; }
@@ -80,9 +82,19 @@ JobPlan make_plan(const json& spec_json, const JobOptions& options, int n_ranks)
   }
   std::vector<double> costs(static_cast<size_t>(p.config.num_layers), static_cast<double>(p.config.layer_linear_params()));
   p.layers = plan_layers(costs, n_ranks);
+  // Score-driven policies start from the base allocation; random needs no scores and is
+  // final here, the others are decided after the measurement pass (measure_precision). A
+  // target the bit options cannot reach fails now, before any work.
   p.allocation = allocate_base(p.config, p.spec);
-  if (p.spec.precision.policy != "uniform" && p.spec.precision.policy != "keep")
-    throw unsupported_error(fmt::format("precision.policy: '{}' is not implemented yet (uniform, keep)", p.spec.precision.policy));
+  const bool measure = policy_needs_measurement(p.spec.precision.policy);
+  if (policy_is_score_driven(p.spec.precision.policy)) {
+    precision_policy_check(p.spec);
+    Allocation reachable = p.allocation;
+    allocate_ordered(reachable, free_modules(reachable, p.spec), {}, p.spec.precision.bit_options, *p.spec.precision.target_bpw);
+    if (!measure) p.allocation = allocate_precision(p.config, p.spec, {});
+    if (measure && p.spec.calibration.path.empty())
+      throw spec_error("calibration.path", fmt::format("is required by policy '{}' (its scores need calibration text)", p.spec.precision.policy));
+  }
 
   const int context = p.config.max_position_embeddings > 0 ? p.config.max_position_embeddings : p.spec.calibration.seq_len;
   p.seq_len = std::min(p.spec.calibration.seq_len, context);
@@ -267,7 +279,15 @@ json finalize_checkpoint(const JobPlan& p, const std::vector<std::string>& parts
     for (const auto& mod : piece.modules) modules[mod.name] = mod;
     m.shards.push_back(shard);
   }
-  for (auto& [index, l] : layers) m.layers.push_back(l);
+  for (auto& [index, l] : layers) {
+    // The scores the policy decided on (unquantized model), not the quantize pass's own.
+    if (p.scores.measured()) {
+      l.lim = p.scores.lim[static_cast<size_t>(index)];
+      l.zd = p.scores.zd[static_cast<size_t>(index)];
+      l.sensitivity = p.scores.layer_sensitivity(index);
+    }
+    m.layers.push_back(l);
+  }
   for (const auto& choice : p.allocation.modules) m.modules.push_back(modules.at(choice.module.name));
 
   const ManifestBits bits = manifest_bits(m.modules);
@@ -310,28 +330,20 @@ struct LayerScores {
 };
 
 // ------------------------------------------------------------------ pipeline schedule
-// Each rank owns layers [begin, end). Micro-batches flow 0 → 1 → ... → last active rank.
-json run_pipeline(Comm& comm, const JobPlan& p, const JobOptions& options, Progress& progress,
-                  std::map<std::string, double>& phases, std::unique_ptr<ShardOutput>& shard) {
-  const SafetensorsModel model(p.spec.model);
+// Calibration of the unquantized model, layers sharded as the plan says: micro-batches flow
+// 0 → 1 → ... → last active rank; each rank returns the statistics of its layers [begin, end).
+// `weights` holds at least those layers (and the embedding on rank 0).
+std::vector<LayerCalibration> calibrate_pipeline(Comm& comm, const JobPlan& p, const ModelWeights& weights,
+                                                 Progress& progress, const char* phase) {
   const int rank = comm.rank(), begin = p.layers.begin(rank), end = p.layers.end(rank);
   int last_active = 0;
   for (int r = 0; r < comm.size(); ++r) {
     if (p.layers.end(r) > p.layers.begin(r)) last_active = r;
   }
-  auto t0 = clock_type::now();
-  WeightsSelection sel;
-  sel.layer_begin = begin;
-  sel.layer_end = end;
-  sel.embedding = rank == 0;
-  sel.head = false;
-  ModelWeights weights;
-  if (end > begin || rank == 0) weights = model_weights_load(model, p.config, sel);
-
   std::vector<LayerCalibration> calib;
   for (int l = begin; l < end; ++l) calib.emplace_back(p.config);
   const int64_t hidden_size = p.config.hidden_size;
-  if (comm.is_root()) progress.begin_phase("calibrate", p.n_micro_batches());
+  if (comm.is_root()) progress.begin_phase(phase, p.n_micro_batches());
   if (end > begin) {
     for (int m = 0; m < p.n_micro_batches(); ++m) {
       std::vector<float> hidden;
@@ -349,6 +361,24 @@ json run_pipeline(Comm& comm, const JobPlan& p, const JobOptions& options, Progr
       if (comm.is_root()) progress.update(m + 1);
     }
   }
+  return calib;
+}
+
+// Each rank owns layers [begin, end). Micro-batches flow 0 → 1 → ... → last active rank.
+json run_pipeline(Comm& comm, const JobPlan& p, const JobOptions& options, Progress& progress,
+                  std::map<std::string, double>& phases, std::unique_ptr<ShardOutput>& shard) {
+  const SafetensorsModel model(p.spec.model);
+  const int rank = comm.rank(), begin = p.layers.begin(rank), end = p.layers.end(rank);
+  auto t0 = clock_type::now();
+  WeightsSelection sel;
+  sel.layer_begin = begin;
+  sel.layer_end = end;
+  sel.embedding = rank == 0;
+  sel.head = false;
+  ModelWeights weights;
+  if (end > begin || rank == 0) weights = model_weights_load(model, p.config, sel);
+
+  std::vector<LayerCalibration> calib = calibrate_pipeline(comm, p, weights, progress, "calibrate");
   phases["calibrate"] = seconds_since(t0);
 
   std::vector<LayerScores> scores;
@@ -394,6 +424,94 @@ json run_pipeline(Comm& comm, const JobPlan& p, const JobOptions& options, Progr
   }
   phases["quantize"] = seconds_since(t0);
   return nullptr;
+}
+
+// ----------------------------------------------------------------- measurement pass
+// Tokens of the sensitivity probe: the first calibration windows up to this many tokens.
+// Every (linear, bit option) costs one rerun of layers l..L and the head on them.
+constexpr int64_t sensitivity_probe_tokens = 2048;
+
+// The measurement pass of policies lim, zd and sensitivity (coordinator/precision_policy.hpp):
+// the unquantized model is calibrated as the pipeline schedule does (exact accumulators, so
+// LIM does not depend on the rank count); each rank scores its own layers (LIM, ZD and, for
+// sensitivity, the probe's KL per free linear and bit option — the probe needs the whole
+// model, so those ranks load all of it); rank 0 gathers, solves, and broadcasts the
+// allocation and the scores. Every score is computed by the same code on the same inputs
+// whichever rank owns the layer, so the allocation is the same for any N.
+void measure_precision(Comm& comm, JobPlan& p, Progress& progress, std::map<std::string, double>& phases) {
+  const auto t0 = clock_type::now();
+  const SafetensorsModel model(p.spec.model);
+  const int rank = comm.rank(), begin = p.layers.begin(rank), end = p.layers.end(rank);
+  const bool sensitivity = p.spec.precision.policy == "sensitivity";
+  WeightsSelection sel;
+  if (!(sensitivity && end > begin)) {
+    sel.layer_begin = begin;
+    sel.layer_end = end;
+    sel.embedding = rank == 0;
+    sel.head = false;
+  }
+  ModelWeights weights;
+  if (end > begin || rank == 0) weights = model_weights_load(model, p.config, sel);
+  const std::vector<LayerCalibration> calib = calibrate_pipeline(comm, p, weights, progress, "measure");
+
+  const std::vector<bool> free = free_modules(p.allocation, p.spec);
+  std::unique_ptr<LayerSensitivityProbe> probe;
+  if (sensitivity && end > begin) {
+    const int n_seq = static_cast<int>(std::clamp<int64_t>(sensitivity_probe_tokens / p.seq_len, 1, p.samples()));
+    std::vector<int32_t> tokens(p.windows.begin(), p.windows.begin() + static_cast<int64_t>(n_seq) * p.seq_len);
+    probe = std::make_unique<LayerSensitivityProbe>(weights, std::move(tokens), n_seq, p.seq_len);
+  }
+  json part = json::array();
+  for (int l = begin; l < end; ++l) {
+    json entry{{"index", l}, {"lim", calib[static_cast<size_t>(l - begin)].lim.score()}, {"zd", zd_score(weights.layer(l))}};
+    if (probe) {
+      std::vector<ModuleChoice> choices;
+      std::vector<bool> layer_free;
+      for (size_t i = 0; i < p.allocation.modules.size(); ++i) {
+        if (p.allocation.modules[i].module.layer != l) continue;
+        choices.push_back(p.allocation.modules[i]);
+        layer_free.push_back(free[i]);
+      }
+      entry["error"] = measure_layer_sensitivity(*probe, weights.layer(l), calib[static_cast<size_t>(l - begin)], choices,
+                                                 layer_free, p.spec.precision.bit_options);
+    }
+    part.push_back(entry);
+  }
+  const auto parts = comm.gather(part.dump(), 0);
+
+  std::string text, failure;
+  if (comm.is_root()) {
+    try {
+      PrecisionScores scores;
+      scores.lim.assign(static_cast<size_t>(p.config.num_layers), 0.0);
+      scores.zd.assign(static_cast<size_t>(p.config.num_layers), 0.0);
+      if (sensitivity) scores.bit_options = p.spec.precision.bit_options;
+      for (const auto& piece : parts) {
+        for (const auto& e : json::parse(piece)) {
+          const auto l = e.at("index").get<size_t>();
+          scores.lim[l] = e.at("lim").get<double>();
+          scores.zd[l] = e.at("zd").get<double>();
+          if (e.contains("error")) {
+            for (const auto& [name, errors] : e.at("error").items()) scores.module_error[name] = errors.get<std::vector<double>>();
+          }
+        }
+      }
+      std::string solver;
+      const Allocation a = allocate_precision(p.config, p.spec, scores, &solver);
+      spdlog::debug("precision policy {}: average {:.4f} bits per weight (target {}, {})", p.spec.precision.policy,
+                   a.avg_bits(), *p.spec.precision.target_bpw, solver);
+      text = json{{"scores", precision_scores_to_json(scores)}, {"allocation", allocation_to_json(a)}}.dump();
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+  }
+  comm.broadcast(failure, 0);
+  if (!failure.empty()) throw collective_error(failure);
+  comm.broadcast(text, 0);
+  const json decided = json::parse(text);
+  p.scores = precision_scores_from_json(decided.at("scores"));
+  p.allocation = allocation_from_json(decided.at("allocation"), p.config);
+  phases["measure"] = seconds_since(t0);
 }
 
 // ---------------------------------------------------------------- sequential schedule
@@ -468,6 +586,7 @@ json quantize_job_run(Comm& comm, const json& spec_json, const JobOptions& optio
   if (comm.is_root())
     progress.event({{"event", "plan"}, {"layers", p.config.num_layers}, {"ranks", comm.size()},
                     {"schedule", p.spec.schedule}, {"calibration_tokens", p.windows.size()}});
+  if (!options.dry_run && policy_needs_measurement(p.spec.precision.policy)) measure_precision(comm, p, progress, phases);
 
   const SafetensorsModel model(p.spec.model);
   std::unique_ptr<ShardOutput> shard;
