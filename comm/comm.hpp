@@ -15,6 +15,10 @@
 
 namespace shardq {
 
+// The fixed-point integers of exact reductions (the GCC/Clang 128-bit extension; the same
+// type as cpu::hessian_int).
+__extension__ typedef __int128 exact_int;
+
 class Comm {
  public:
   virtual ~Comm() = default;
@@ -27,7 +31,7 @@ class Comm {
   virtual void send(const void* data, std::size_t bytes, int dest, int tag) = 0;
   virtual void recv(void* data, std::size_t bytes, int source, int tag) = 0;
   // In-place element-wise exact sum over all ranks.
-  virtual void allreduce_sum(__int128* data, std::size_t n) = 0;
+  virtual void allreduce_sum(exact_int* data, std::size_t n) = 0;
   virtual void allreduce_sum(int64_t* data, std::size_t n) = 0;
   // Variable-size gather of byte strings to `root` (in rank order); empty elsewhere.
   virtual std::vector<std::string> gather(const std::string& mine, int root) = 0;

@@ -26,8 +26,8 @@ void mpi_check(int rc, const char* call) {
 constexpr std::size_t kChunk = std::size_t{1} << 30;
 
 void sum_i128(void* in, void* inout, int* len, MPI_Datatype*) {
-  auto* a = static_cast<const __int128*>(in);
-  auto* b = static_cast<__int128*>(inout);
+  auto* a = static_cast<const exact_int*>(in);
+  auto* b = static_cast<exact_int*>(inout);
   for (int i = 0; i < *len; ++i) b[i] += a[i];
 }
 
@@ -83,9 +83,9 @@ class MpiComm final : public Comm {
     }
   }
 
-  void allreduce_sum(__int128* data, std::size_t n) override {
+  void allreduce_sum(exact_int* data, std::size_t n) override {
     if (size_ == 1) return;
-    const std::size_t step = kChunk / sizeof(__int128);
+    const std::size_t step = kChunk / sizeof(exact_int);
     for (std::size_t off = 0; off < n; off += step) {
       const int count = static_cast<int>(std::min(step, n - off));
       mpi_check(MPI_Allreduce(MPI_IN_PLACE, data + off, count, i128_, sum_i128_op_, comm_), "MPI_Allreduce(int128)");

@@ -37,6 +37,30 @@ PY
   done
 }
 
+# Per-linear output error ‖(W−Q)X‖²/‖WX‖² with the real stories260K calibration Hessians: the
+# pipeline schedule calibrates every layer on the unquantized model, so GPTQ and RTN are
+# measured against the same H; GPTQ must be lower for every linear at 2, 3 and 4 bits.
+errors() {
+  for bits in 2 3 4; do
+    for m in gptq rtn; do
+      "$SHARDQ_BIN" quantize --model "$work/model" --output "$work/e-$m$bits" "${calib[@]}" --method $m --bits $bits \
+        --group-size 32 --schedule pipeline --quiet >/dev/null
+    done
+  done
+  /usr/bin/python3 - "$work" <<'PY'
+import json, sys
+w = sys.argv[1]
+load = lambda name: {m["name"]: m["rel_error"] for m in json.load(open(f"{w}/{name}/manifest.json"))["modules"]}
+tables = {b: (load(f"e-gptq{b}"), load(f"e-rtn{b}")) for b in (2, 3, 4)}
+print(f"{'module':36}" + "".join(f"{f'gptq{b}':>10}{f'rtn{b}':>10}" for b in (2, 3, 4)))
+bad = []
+for name in tables[4][0]:
+    print(f"{name.replace('model.layers.', 'L'):36}" + "".join(f"{tables[b][0][name]:>10.5f}{tables[b][1][name]:>10.5f}" for b in (2, 3, 4)))
+    bad += [f"{name} at {b} bits" for b in (2, 3, 4) if not tables[b][0][name] < tables[b][1][name]]
+assert not bad, "GPTQ error not below RTN for: " + ", ".join(bad)
+PY
+}
+
 badspec() {
   # expect_refused <field> <args...>: exit non-zero, one stderr line naming the field, nothing written
   expect_refused() {
