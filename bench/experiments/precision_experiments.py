@@ -200,13 +200,13 @@ def exp_order(r):
 
 def exp_methods(r):
     rows = [("original", r.original()),
-            ("int8 (all linears)", r.job("int8", quant={"method": "int8"})),
-            ("int8 attention only", r.job("int8-attn", quant={"method": "int8"}, precision={"components": ["attn"]})),
-            ("int8 MLP only", r.job("int8-mlp", quant={"method": "int8"}, precision={"components": ["mlp"]})),
+            ("int8 (all linears)", r.job("int8", quant={"method": "int8", "bits": 8})),
+            ("int8 attention only", r.job("int8-attn", quant={"method": "int8", "bits": 8}, precision={"components": ["attn"]})),
+            ("int8 MLP only", r.job("int8-mlp", quant={"method": "int8", "bits": 8}, precision={"components": ["mlp"]})),
             ("GPTQ 8", r.job("uniform-8", quant={"bits": 8})),
             ("GPTQ 4", r.job("uniform-4", quant={"bits": 4})),
             ("RTN 4", r.job("rtn-4", quant={"method": "rtn", "bits": 4})),
-            ("NF4", r.job("nf4", quant={"method": "nf4"}))]
+            ("NF4", r.job("nf4", quant={"method": "nf4", "group_size": 64}))]
     return rows
 
 
@@ -340,6 +340,8 @@ def main():
     r.convert()
     only = set(args.only.split(","))
     md = ["# Mixed precision on stories260K", "",
+          "Written by `bench/experiments/precision_experiments.py` (see its docstring for the grid); "
+          "policies as defined in `coordinator/precision_policy.hpp`.", "",
           f"Calibration: `{CALIB}`, {args.samples} windows of {args.seq_len} tokens. Evaluation: `{EVAL}`, "
           f"first {args.max_windows} windows of 256 tokens, KL and top-1 against the original model. "
           "GPTQ/RTN group size 32, asymmetric, act-order. Bit options {2, 4} unless noted.", ""]
@@ -394,7 +396,7 @@ def main():
 
     if "methods" in only:
         rows = exp_methods(r)
-        md += ["## Experiment 3: methods", "", HEAD[:-1] + " load s | tokens/s |", SEP + "---:|---:|"]
+        md += ["## Experiment 3: methods", "", HEAD + " load s | tokens/s |", SEP + "---:|---:|"]
         for label, row in rows:
             md.append(fmt_row(label, row, (f"{row['load_s']:.3f}", f"{row['tokens_per_s']:.0f}")))
         md.append("")
