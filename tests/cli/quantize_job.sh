@@ -104,9 +104,13 @@ output() {
   [ ! -e "$work/user/manifest.json" ] || { echo "a failed job left a manifest"; exit 1; }
   # inspect and generate run on a finished checkpoint.
   "$SHARDQ_BIN" quantize --model "$work/model" --output "$work/ok" "${calib[@]}" --quiet
-  "$SHARDQ_BIN" inspect "$work/ok" | grep -q "model.layers.4.mlp.down_proj"
-  "$SHARDQ_BIN" generate --model "$work/ok" --prompt "Once upon a time" -n 40 | grep -q "^Once upon a time"
-  h5ls -r --follow-symlinks "$work/ok/model.h5" | grep -q "model.layers.0.self_attn.q_proj/qweight"
+  # (outputs go to files first: `grep -q` closing a pipe early would fail it under pipefail)
+  "$SHARDQ_BIN" inspect "$work/ok" >"$work/inspect.txt"
+  grep -q "model.layers.4.mlp.down_proj" "$work/inspect.txt"
+  "$SHARDQ_BIN" generate --model "$work/ok" --prompt "Once upon a time" -n 40 >"$work/generate.txt"
+  grep -q "^Once upon a time" "$work/generate.txt"
+  h5ls -r --follow-symlinks "$work/ok/model.h5" >"$work/h5ls.txt"
+  grep -q "model.layers.0.self_attn.q_proj/qweight" "$work/h5ls.txt"
   echo ok
 }
 
