@@ -37,7 +37,8 @@ else
   FORMAT=tokens
 fi
 
-"$SHARDQ" info "$MODEL" | head -12
+"$SHARDQ" info "$MODEL" >"$WORK/info.txt"
+head -7 "$WORK/info.txt"
 echo
 echo "== quantize: $METHOD ${BITS}-bit, group $GROUP, 2 ranks (mpirun), sequential GPTQ order"
 mpirun --oversubscribe -np 2 "$SHARDQ" quantize --model "$MODEL" --output "$WORK/quantized" \
