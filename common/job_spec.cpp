@@ -82,24 +82,11 @@ void check_one_of(const std::string& field, const std::string& value, std::initi
   throw spec_error(field, fmt::format("must be one of {}, got '{}'", fmt::join(allowed, ", "), value));
 }
 
-// Spec spelling of each method (common/ does not link the kernels, so the names live here).
-constexpr std::pair<const char*, quant_method> kMethods[] = {
-    {"gptq", quant_method::gptq}, {"rtn", quant_method::rtn}, {"nf4", quant_method::nf4}, {"int8", quant_method::int8}};
-
 }  // namespace
 
 quant_method parse_quant_method(const std::string& field, const std::string& name) {
-  for (const auto& [spelling, m] : kMethods) {
-    if (name == spelling) return m;
-  }
+  if (auto m = quant_method_from_name(name)) return *m;
   throw spec_error(field, fmt::format("must be one of gptq, rtn, nf4, int8, got '{}'", name));
-}
-
-const char* quant_method_spelling(quant_method m) {
-  for (const auto& [spelling, mm] : kMethods) {
-    if (mm == m) return spelling;
-  }
-  return "?";
 }
 
 QuantConfig quant_config_for_method(const QuantConfig& base, quant_method m) {
@@ -117,7 +104,7 @@ void check_bits_for_method(const std::string& field, quant_method m, int bits) {
     case quant_method::gptq:
     case quant_method::rtn:
       if (bits != 2 && bits != 3 && bits != 4 && bits != 8)
-        throw spec_error(field, fmt::format("must be one of 2, 3, 4, 8 for {}, got {}", quant_method_spelling(m), bits));
+        throw spec_error(field, fmt::format("must be one of 2, 3, 4, 8 for {}, got {}", quant_method_name(m), bits));
       return;
     case quant_method::nf4:
       if (bits != 4) throw spec_error(field, fmt::format("must be 4 for nf4, got {}", bits));
@@ -336,7 +323,7 @@ json job_spec_to_json(const JobSpec& s) {
   for (const auto& o : s.precision.overrides) {
     json v = json::object();
     if (o.bits) v["bits"] = *o.bits;
-    if (o.method) v["method"] = quant_method_spelling(*o.method);
+    if (o.method) v["method"] = quant_method_name(*o.method);
     if (o.group_size) v["group_size"] = *o.group_size;
     overrides[o.pattern] = v;
   }
@@ -356,7 +343,7 @@ json job_spec_to_json(const JobSpec& s) {
             {"seq_len", s.calibration.seq_len},
             {"seed", s.calibration.seed}}},
           {"quant",
-           {{"method", quant_method_spelling(s.quant.method)},
+           {{"method", quant_method_name(s.quant.method)},
             {"bits", s.quant.bits},
             {"group_size", s.quant.group_size},
             {"sym", s.quant.sym},

@@ -74,7 +74,6 @@ void job_spec_check_paths(const JobSpec& spec, bool force);
 
 // Parses a method name ("gptq", "rtn", "nf4", "int8"); spec_error(field) otherwise.
 quant_method parse_quant_method(const std::string& field, const std::string& name);
-const char* quant_method_spelling(quant_method m);
 // `base` switched to method `m`: nf4 and int8 bring their fixed bits, grouping and grid.
 QuantConfig quant_config_for_method(const QuantConfig& base, quant_method m);
 

@@ -19,20 +19,10 @@ int64_t ManifestModule::params() const {
   return n;
 }
 
-std::string quant_method_string(quant_method m) {
-  switch (m) {
-    case quant_method::gptq: return "gptq";
-    case quant_method::rtn: return "rtn";
-    case quant_method::nf4: return "nf4";
-    case quant_method::int8: return "int8";
-  }
-  return "unknown";
-}
+std::string quant_method_string(quant_method m) { return quant_method_name(m); }
 
 quant_method quant_method_parse(const std::string& name, const std::string& context) {
-  for (quant_method m : {quant_method::gptq, quant_method::rtn, quant_method::nf4, quant_method::int8}) {
-    if (name == quant_method_string(m)) return m;
-  }
+  if (auto m = quant_method_from_name(name)) return *m;
   throw io_error(fmt::format("{}: unknown quantization method \"{}\" (expected gptq, rtn, nf4 or int8)", context, name));
 }
 

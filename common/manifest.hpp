@@ -104,9 +104,8 @@ struct Manifest {
   nlohmann::json ranks = nlohmann::json::array();
 };
 
-// The stored spelling of a method ("gptq", "rtn", "nf4", "int8") and back; used by the
-// manifest and the checkpoint attributes. (common/ cannot call kernels/quant_method_name:
-// kernels link against common, not the reverse.) Parsing throws io_error naming `context`.
+// The stored spelling of a method (kernels/quant_types.hpp's quant_method_name) and back;
+// parsing throws io_error naming `context`.
 std::string quant_method_string(quant_method m);
 quant_method quant_method_parse(const std::string& name, const std::string& context);
 

@@ -342,7 +342,7 @@ void precision_policy_check(const JobSpec& spec) {
   if (!policy_is_score_driven(spec.precision.policy)) return;
   if (spec.quant.method != quant_method::gptq && spec.quant.method != quant_method::rtn)
     throw spec_error("quant.method", fmt::format("policy '{}' chooses bits per layer, which needs gptq or rtn, got {}",
-                                                 spec.precision.policy, quant_method_spelling(spec.quant.method)));
+                                                 spec.precision.policy, quant_method_name(spec.quant.method)));
   if (!spec.precision.target_bpw) throw spec_error("precision.target_bpw", fmt::format("is required by policy '{}'", spec.precision.policy));
   if (spec.precision.bit_options.size() < 2)
     throw spec_error("precision.bit_options", fmt::format("policy '{}' needs at least two bit options", spec.precision.policy));

@@ -28,13 +28,31 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace shardq {
 
 enum class quant_method : uint8_t { gptq, rtn, nf4, int8 };
-const char* quant_method_name(quant_method m);  // "gptq", "rtn", "nf4", "int8"
+// The one spelling of each method, shared by the job spec, the checkpoint attributes and
+// the manifest (header-only so that common/ can use it without linking the kernels).
+inline constexpr const char* quant_method_name(quant_method m) {
+  switch (m) {
+    case quant_method::gptq: return "gptq";
+    case quant_method::rtn: return "rtn";
+    case quant_method::nf4: return "nf4";
+    case quant_method::int8: return "int8";
+  }
+  return "?";
+}
+inline std::optional<quant_method> quant_method_from_name(std::string_view name) {
+  for (quant_method m : {quant_method::gptq, quant_method::rtn, quant_method::nf4, quant_method::int8}) {
+    if (name == quant_method_name(m)) return m;
+  }
+  return std::nullopt;
+}
 
 // The 16 NormalFloat4 levels of QLoRA (Dettmers et al. 2023, Appendix E), exactly as the
 // float32 table `nf4_data` in bitsandbytes csrc/kernels.cu (code k = index k, sorted).

@@ -109,7 +109,9 @@ TEST(PrecisionPolicy, KnapsackExactMatchesBruteForce) {
     expect_consistent(items, s, budget);
     EXPECT_NEAR(s.error, brute_force(items, budget), 1e-12) << "trial " << trial;
     EXPECT_EQ(s.solver, "dp");
-    if (lo > 0) EXPECT_THROW(knapsack_exact(items, lo - 1), error);
+    if (lo > 0) {
+      EXPECT_THROW(knapsack_exact(items, lo - 1), error);
+    }
   }
 }
 
