@@ -194,11 +194,15 @@ TEST(PrecisionPolicy, OrderedPolicyMovesTheLeastImportantPrefixWithinOneStep) {
       for (int i = 0; i < 5; ++i) {
         const int layer = order[static_cast<size_t>(i)];
         for (const auto& m : a.modules) {
-          if (m.module.layer == layer) EXPECT_EQ(m.bits(), i < k ? 2 : 4) << policy << " " << target << " layer " << layer;
+          if (m.module.layer == layer) {
+            EXPECT_EQ(m.bits(), i < k ? 2 : 4) << policy << " " << target << " layer " << layer;
+          }
         }
       }
       EXPECT_LE(a.avg_bits(), target);
-      if (target <= 4.0) EXPECT_GT(a.avg_bits(), target - 2.0 / 5.0 - 1e-12);
+      if (target <= 4.0) {
+        EXPECT_GT(a.avg_bits(), target - 2.0 / 5.0 - 1e-12);
+      }
     }
   }
 }
