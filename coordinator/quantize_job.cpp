@@ -218,15 +218,12 @@ class ShardOutput {
   std::string finish() {
     writer_.close();
     fault_point("shard_closed", index_, -1);
+    // The records travel as a partial manifest (only layers and modules filled), so the
+    // manifest's own (de)serialisation and validation serve the gather too.
     Manifest part;
     part.layers = layers_;
     part.modules = records_;
-    const json j = manifest_to_json(part);
-    return json{{"shard", checkpoint_shard_name(index_)},
-                {"bytes", bytes_},
-                {"layers", j.at("layers")},
-                {"modules", j.at("modules")}}
-        .dump();
+    return json{{"shard", checkpoint_shard_name(index_)}, {"bytes", bytes_}, {"records", manifest_to_json(part)}}.dump();
   }
 
  private:
@@ -265,11 +262,7 @@ json finalize_checkpoint(const JobPlan& p, const std::vector<std::string>& parts
     if (part.empty()) continue;
     const json j = json::parse(part);
     bytes += j.at("bytes").get<int64_t>();
-    Manifest piece = manifest_from_json(
-        json{{"format", manifest_format}, {"version", manifest_version}, {"model", {{"path", ""}, {"architecture", ""}, {"config", json::object()}, {"files", json::array()}}},
-             {"spec", json::object()}, {"summary", manifest_to_json(Manifest{}).at("summary")},
-             {"layers", j.at("layers")}, {"modules", j.at("modules")}, {"shards", json::array()}},
-        "rank records");
+    const Manifest piece = manifest_from_json(j.at("records"), "rank records");
     ManifestShard shard;
     shard.file = j.at("shard").get<std::string>();
     for (const auto& l : piece.layers) {
