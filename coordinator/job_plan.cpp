@@ -1,0 +1,123 @@
+#include "coordinator/job_plan.hpp"
+
+#include <algorithm>
+#include <memory>
+
+#include <fmt/format.h>
+
+#include "common/error.hpp"
+#include "common/safetensors.hpp"
+#include "common/tokenizer.hpp"
+#include "worker/calibration.hpp"
+#include "worker/llama_weights.hpp"
+
+namespace shardq {
+namespace {
+
+using nlohmann::json;
+
+bool needs_calibration(const Allocation& a) {
+  return std::any_of(a.modules.begin(), a.modules.end(),
+                     [](const ModuleChoice& m) { return m.quantized && m.quant.method == quant_method::gptq; });
+}
+
+// Rank 0: everything that can fail on user input, before any work starts.
+JobPlan make_plan(const json& spec_json, const JobOptions& options, int n_ranks) {
+  JobPlan p;
+  p.spec = job_spec_from_json(spec_json);
+  job_spec_check_paths(p.spec, options.force || options.dry_run);
+  p.config = model_config_load(p.spec.model);
+  if (p.spec.device == "cuda")
+    throw unsupported_error("device: 'cuda' is not available in this build of the job (use cpu or auto)");
+  if (p.spec.comm == "nccl") throw unsupported_error("comm: 'nccl' needs device 'cuda'; use mpi or auto");
+  const SafetensorsModel model(p.spec.model);  // validates every header now
+  for (const auto& m : model_modules(p.config)) {
+    const auto& info = model.info(m.name + ".weight");
+    if (info.shape != std::vector<int64_t>{m.rows, m.cols})
+      throw io_error(fmt::format("tensor '{}.weight' in '{}' has shape {}, config.json implies [{}, {}]", m.name,
+                                 p.spec.model, shape_string(info.shape), m.rows, m.cols));
+  }
+  std::vector<double> costs(static_cast<size_t>(p.config.num_layers), static_cast<double>(p.config.layer_linear_params()));
+  p.layers = plan_layers(costs, n_ranks);
+  // Score-driven policies start from the base allocation; random needs no scores and is
+  // final here, the others are decided after the measurement pass (measure_precision). A
+  // target the bit options cannot reach fails now, before any work.
+  p.allocation = allocate_base(p.config, p.spec);
+  const bool measure = policy_needs_measurement(p.spec.precision.policy);
+  if (policy_is_score_driven(p.spec.precision.policy)) {
+    precision_policy_check(p.spec);
+    Allocation reachable = p.allocation;
+    allocate_ordered(reachable, free_modules(reachable, p.spec), {}, p.spec.precision.bit_options, *p.spec.precision.target_bpw);
+    if (!measure) p.allocation = allocate_precision(p.config, p.spec, {});
+    if (measure && p.spec.calibration.path.empty())
+      throw spec_error("calibration.path", fmt::format("is required by policy '{}' (its scores need calibration text)", p.spec.precision.policy));
+  }
+
+  const int context = p.config.max_position_embeddings > 0 ? p.config.max_position_embeddings : p.spec.calibration.seq_len;
+  p.seq_len = std::min(p.spec.calibration.seq_len, context);
+  p.micro_batch = calibration_micro_batch(p.seq_len);
+  const bool want = needs_calibration(p.allocation) || options.dry_run || !p.spec.calibration.path.empty();
+  if (want) {
+    if (p.spec.calibration.path.empty())
+      throw spec_error("calibration.path", "is required (GPTQ and the importance scores need calibration text)");
+    std::unique_ptr<Tokenizer> tokenizer;
+    if (p.spec.calibration.format == "text") tokenizer = tokenizer_load(model_tokenizer_dir(p.spec.model));
+    const auto stream = calibration_stream(p.spec.calibration.path, p.spec.calibration.format, tokenizer.get(),
+                                           p.config.vocab_size);
+    p.windows = calibration_windows(stream, p.spec.calibration.samples, p.seq_len, p.spec.calibration.seed);
+  }
+  return p;
+}
+
+json plan_to_json(const JobPlan& p) {
+  return {{"spec", job_spec_to_json(p.spec)},
+          {"config", p.config.raw},
+          {"layers", layer_plan_to_json(p.layers)},
+          {"allocation", allocation_to_json(p.allocation)},
+          {"seq_len", p.seq_len},
+          {"micro_batch", p.micro_batch}};
+}
+
+JobPlan plan_from_json(const json& j) {
+  JobPlan p;
+  p.spec = job_spec_from_json(j.at("spec"));
+  p.config = model_config_from_json(j.at("config"), "plan");
+  p.layers = layer_plan_from_json(j.at("layers"));
+  p.allocation = allocation_from_json(j.at("allocation"), p.config);
+  p.seq_len = j.at("seq_len").get<int>();
+  p.micro_batch = j.at("micro_batch").get<int>();
+  return p;
+}
+
+}  // namespace
+
+JobPlan broadcast_plan(Comm& comm, const json& spec_json, const JobOptions& options) {
+  std::string text, failure;
+  JobPlan p;
+  if (comm.is_root()) {
+    try {
+      p = make_plan(spec_json, options, comm.size());
+      text = plan_to_json(p).dump();
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+  }
+  comm.broadcast(failure, 0);
+  if (!failure.empty()) throw collective_error(failure);
+  comm.broadcast(text, 0);
+  std::vector<int32_t> windows = std::move(p.windows);
+  comm.broadcast_vector(windows, 0);
+  if (!comm.is_root()) p = plan_from_json(json::parse(text));
+  p.windows = std::move(windows);
+  return p;
+}
+
+std::vector<ModuleChoice> layer_choices(const Allocation& a, int layer) {
+  std::vector<ModuleChoice> out;
+  for (const auto& m : a.modules) {
+    if (m.module.layer == layer) out.push_back(m);
+  }
+  return out;
+}
+
+}  // namespace shardq

@@ -1,0 +1,44 @@
+// The job plan: what rank 0 decides before any work — the validated spec, the model config,
+// the layer partition, the precision allocation, the calibration windows and micro-batches —
+// and every rank receives (coordinator/quantize_job.hpp describes the whole job).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "comm/comm.hpp"
+#include "common/job_spec.hpp"
+#include "common/model_config.hpp"
+#include "coordinator/allocation.hpp"
+#include "coordinator/plan.hpp"
+#include "coordinator/precision_policy.hpp"
+#include "coordinator/quantize_job.hpp"
+
+namespace shardq {
+
+// What rank 0 decides and every rank receives.
+struct JobPlan {
+  JobSpec spec;
+  ModelConfig config;
+  LayerPlan layers;
+  Allocation allocation;
+  int seq_len = 0;
+  int micro_batch = 1;               // samples per micro-batch
+  std::vector<int32_t> windows;      // [samples * seq_len] calibration tokens (empty: none)
+  PrecisionScores scores;            // from the measurement pass (lim, zd, sensitivity)
+  int samples() const { return seq_len ? static_cast<int>(windows.size() / static_cast<size_t>(seq_len)) : 0; }
+  int n_micro_batches() const { return (samples() + micro_batch - 1) / micro_batch; }
+  int mb_begin(int m) const { return m * micro_batch; }
+  int mb_size(int m) const { return std::min(micro_batch, samples() - m * micro_batch); }
+};
+
+// Rank 0 builds the plan (everything that can fail on user input, before any work starts);
+// every rank gets it, or the same collective_error.
+JobPlan broadcast_plan(Comm& comm, const nlohmann::json& spec_json, const JobOptions& options);
+
+// The allocation's entries for the linears of `layer`.
+std::vector<ModuleChoice> layer_choices(const Allocation& a, int layer);
+
+}  // namespace shardq
