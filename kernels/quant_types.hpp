@@ -99,4 +99,9 @@ struct QuantizedLinear {
   int64_t stored_bytes() const;
 };
 
+// An empty stored form of a [rows, cols] linear with qweight and scales sized (zeros too
+// when `with_zeros`); every quantizer starts from it and fills the arrays.
+QuantizedLinear quantized_linear_alloc(quant_method method, int64_t rows, int64_t cols, int bits, int group_size,
+                                       bool sym, bool with_zeros);
+
 }  // namespace shardq

@@ -133,16 +133,8 @@ GptqFactor gptq_prepare(const Tensor& h, const QuantConfig& cfg) {
 }
 
 QuantizedLinear gptq_make_output(int64_t rows, const GptqFactor& factor, const QuantConfig& cfg) {
-  QuantizedLinear q;
-  q.method = quant_method::gptq;
-  q.rows = rows;
-  q.cols = factor.cols;
-  q.bits = cfg.bits;
-  q.group_size = cfg.group_size;
-  q.sym = cfg.sym;
-  q.qweight.resize(static_cast<size_t>(rows * q.words_per_row()));
-  q.scales.resize(static_cast<size_t>(rows * q.n_groups()));
-  q.zeros.resize(static_cast<size_t>(rows * q.n_groups()));
+  QuantizedLinear q =
+      quantized_linear_alloc(quant_method::gptq, rows, factor.cols, cfg.bits, cfg.group_size, cfg.sym, true);
   if (cfg.act_order) {
     const int64_t gcols = group_cols_of(cfg, factor.cols);
     q.g_idx.resize(static_cast<size_t>(factor.cols));

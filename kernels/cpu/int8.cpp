@@ -12,13 +12,7 @@
 namespace shardq::cpu {
 
 QuantizedLinear int8_quantize(const Tensor& w, float outlier_threshold) {
-  QuantizedLinear q;
-  q.method = quant_method::int8;
-  q.rows = w.rows();
-  q.cols = w.cols();
-  q.bits = 8;
-  q.group_size = -1;
-  q.sym = true;
+  QuantizedLinear q = quantized_linear_alloc(quant_method::int8, w.rows(), w.cols(), 8, -1, true, false);
   const int64_t rows = q.rows, cols = q.cols;
 
   std::vector<uint8_t> is_outlier(static_cast<size_t>(cols), 0);
@@ -35,8 +29,6 @@ QuantizedLinear int8_quantize(const Tensor& w, float outlier_threshold) {
   }
   const int64_t n_out = static_cast<int64_t>(q.outlier_cols.size());
   q.outlier_weights.resize(static_cast<size_t>(rows * n_out));
-  q.qweight.resize(static_cast<size_t>(rows * q.words_per_row()));
-  q.scales.resize(static_cast<size_t>(rows));
   q.zeros.assign(static_cast<size_t>(rows), static_cast<uint8_t>(int8_zero));
   std::vector<uint8_t> codes(static_cast<size_t>(cols));
   for (int64_t r = 0; r < rows; ++r) {

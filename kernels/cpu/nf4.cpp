@@ -23,16 +23,8 @@ uint8_t nf4_code(float x) {
 }
 
 QuantizedLinear nf4_quantize(const Tensor& w) {
-  QuantizedLinear q;
-  q.method = quant_method::nf4;
-  q.rows = w.rows();
-  q.cols = w.cols();
-  q.bits = 4;
-  q.group_size = nf4_block_size;
-  q.sym = true;
+  QuantizedLinear q = quantized_linear_alloc(quant_method::nf4, w.rows(), w.cols(), 4, nf4_block_size, true, false);
   const int64_t rows = q.rows, cols = q.cols, n_groups = q.n_groups();
-  q.qweight.resize(static_cast<size_t>(rows * q.words_per_row()));
-  q.scales.resize(static_cast<size_t>(rows * n_groups));
   std::vector<uint8_t> codes(static_cast<size_t>(cols));
   for (int64_t r = 0; r < rows; ++r) {
     const float* row = w.ptr() + r * cols;

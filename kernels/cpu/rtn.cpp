@@ -40,18 +40,10 @@ GridParams grid_find_params(float xmin, float xmax, int bits, bool sym) {
 
 QuantizedLinear rtn_quantize(const Tensor& w, const QuantConfig& cfg) {
   quant_config_check(cfg);
-  QuantizedLinear q;
-  q.method = quant_method::rtn;
-  q.rows = w.rows();
-  q.cols = w.cols();
-  q.bits = cfg.bits;
-  q.group_size = cfg.group_size;
-  q.sym = cfg.sym;
+  QuantizedLinear q =
+      quantized_linear_alloc(quant_method::rtn, w.rows(), w.cols(), cfg.bits, cfg.group_size, cfg.sym, true);
   const int64_t rows = q.rows, cols = q.cols, gcols = q.group_cols(), n_groups = q.n_groups();
   const float maxq = grid_maxq(cfg.bits);
-  q.qweight.resize(static_cast<size_t>(rows * q.words_per_row()));
-  q.scales.resize(static_cast<size_t>(rows * n_groups));
-  q.zeros.resize(static_cast<size_t>(rows * n_groups));
   std::vector<uint8_t> codes(static_cast<size_t>(cols));
   for (int64_t r = 0; r < rows; ++r) {
     const float* row = w.ptr() + r * cols;

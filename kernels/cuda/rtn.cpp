@@ -9,13 +9,8 @@ namespace shardq::cuda {
 
 QuantizedLinear rtn_quantize_cuda(const Tensor& w, const QuantConfig& cfg) {
   quant_config_check(cfg);
-  QuantizedLinear q;
-  q.method = quant_method::rtn;
-  q.rows = w.rows();
-  q.cols = w.cols();
-  q.bits = cfg.bits;
-  q.group_size = cfg.group_size;
-  q.sym = cfg.sym;
+  QuantizedLinear q =
+      quantized_linear_alloc(quant_method::rtn, w.rows(), w.cols(), cfg.bits, cfg.group_size, cfg.sym, true);
   const int64_t rows = q.rows, cols = q.cols, n_groups = q.n_groups();
   const auto n_param = static_cast<std::size_t>(rows * n_groups);
   DeviceBuffer<float> d_w = to_device(w.data);

@@ -58,6 +58,18 @@ CommandResult run_command(const std::string& command) {
   return r;
 }
 
+ModelConfig stories260k_shape() {
+  ModelConfig c;
+  c.hidden_size = 64;
+  c.intermediate_size = 172;
+  c.num_layers = 5;
+  c.num_heads = 8;
+  c.num_kv_heads = 4;
+  c.head_dim = 8;
+  c.vocab_size = 512;
+  return c;
+}
+
 std::string shardq_bin() {
   if (const char* env = std::getenv("SHARDQ_BIN")) return env;
 #ifdef SHARDQ_BIN_PATH

@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <string>
 
+#include "common/model_config.hpp"
+
 namespace shardq::test {
 
 // ../shared of the source tree (SHARDQ_SHARED overrides).
@@ -34,5 +36,9 @@ CommandResult run_command(const std::string& command);
 std::string shardq_bin();
 
 std::string read_text(const std::filesystem::path& path);
+
+// The shape of ../shared/models/stories260K (dim 64, hidden 172, 5 layers, 8 heads, 4 kv heads,
+// head_dim 8, vocab 512) without its weights.
+ModelConfig stories260k_shape();
 
 }  // namespace shardq::test

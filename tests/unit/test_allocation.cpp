@@ -3,22 +3,12 @@
 
 #include "common/error.hpp"
 #include "coordinator/allocation.hpp"
+#include "support/test_support.hpp"
 
 namespace shardq {
 namespace {
 
-// stories260K's shape: dim 64, hidden 172, 5 layers, 8 heads, 4 kv heads.
-ModelConfig stories_shape() {
-  ModelConfig c;
-  c.hidden_size = 64;
-  c.intermediate_size = 172;
-  c.num_layers = 5;
-  c.num_heads = 8;
-  c.num_kv_heads = 4;
-  c.head_dim = 8;
-  c.vocab_size = 512;
-  return c;
-}
+ModelConfig stories_shape() { return test::stories260k_shape(); }
 
 JobSpec spec_with(const nlohmann::json& precision) {
   return job_spec_from_json({{"model", "m"}, {"output", "o"}, {"precision", precision}});

@@ -13,6 +13,7 @@
 #include "common/error.hpp"
 #include "coordinator/precision_policy.hpp"
 #include "kernels/quantize.hpp"
+#include "support/test_support.hpp"
 #include "worker/calibration.hpp"
 #include "worker/importance.hpp"
 #include "worker/layer_quantize.hpp"
@@ -20,18 +21,7 @@
 namespace shardq {
 namespace {
 
-// stories260K's shape: 5 layers of 45312 linear parameters.
-ModelConfig stories_shape() {
-  ModelConfig c;
-  c.hidden_size = 64;
-  c.intermediate_size = 172;
-  c.num_layers = 5;
-  c.num_heads = 8;
-  c.num_kv_heads = 4;
-  c.head_dim = 8;
-  c.vocab_size = 512;
-  return c;
-}
+ModelConfig stories_shape() { return test::stories260k_shape(); }
 
 ModelConfig tiny_config() {
   ModelConfig c;
