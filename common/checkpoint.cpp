@@ -196,7 +196,11 @@ void checkpoint_write_master(const std::filesystem::path& dir, const std::vector
 void checkpoint_finalize(const std::filesystem::path& dir, Manifest& manifest) {
   std::vector<std::string> files;
   for (ManifestShard& s : manifest.shards) {
-    s.sha256 = sha256_file(dir / s.file);
+    const std::string digest = sha256_file(dir / s.file);
+    if (!s.sha256.empty() && s.sha256 != digest)
+      throw io_error(fmt::format("'{}' changed after it was committed (sha256 {} != recorded {}); resume the job to redo it",
+                                 (dir / s.file).string(), digest.substr(0, 16), s.sha256.substr(0, 16)));
+    s.sha256 = digest;
     files.push_back(s.file);
   }
   checkpoint_write_master(dir, files, manifest_to_json(manifest).dump());

@@ -75,7 +75,8 @@ void checkpoint_write_master(const std::filesystem::path& dir, const std::vector
                              const std::string& manifest_json);
 
 // Finishes a checkpoint whose shards are all closed: fills manifest.shards[*].sha256 from
-// the files, writes model.h5 with the manifest copy, then manifest.json last.
+// the files (or, where one is already recorded, checks it and throws io_error naming the
+// file on a mismatch), writes model.h5 with the manifest copy, then manifest.json last.
 void checkpoint_finalize(const std::filesystem::path& dir, Manifest& manifest);
 
 // Reads a checkpoint through model.h5 (given the file or its directory).

@@ -2,7 +2,14 @@
 // make one rank die (SIGKILL) or fail (throw) on purpose, chosen by the environment:
 //   SHARDQ_FAULT="<point>:<rank>:<index>:<kill|throw>"   e.g. "layer_done:1:2:kill"
 // <index> is the layer (or micro-batch) number at that point, -1 for any. Without the variable
-// a fault point costs one getenv at first use.
+// a fault point costs one getenv at first use. The points of the quantize job:
+//   micro_batch      pipeline calibration, after micro-batch <index> passed this rank's layers
+//   calibrate        sequential schedule, layer <index>'s statistics half accumulated
+//   quantize         layer <index> in the middle of quantization (after its first linear)
+//   layer_quantized  layer <index> quantized, nothing written yet
+//   shard_write      layer <index>'s shard file half written (still NAME.tmp)
+//   shard_closed     layer <index>'s shard file published, its journal entry not yet written
+//   before_manifest  every shard committed; model.h5 and manifest.json not yet written
 #pragma once
 
 #include <string_view>

@@ -285,9 +285,21 @@ std::string Dataset::read_string() const {
 
 // --- Group --------------------------------------------------------------------------------
 
+namespace {
+// Object creation properties with modification times off: the same tensors then give the
+// same file bytes, so shard checksums compare across runs, rank counts and resumes.
+PropList untimed(const PropList* base, hid_t cls) {
+  PropList p = base ? PropList(check(H5Pcopy(base->id()), "H5Pcopy", "(memory)"), H5Pclose, "(memory)", "")
+                    : PropList::create(cls);
+  check(H5Pset_obj_track_times(p.id(), false), "H5Pset_obj_track_times", "(memory)");
+  return p;
+}
+}  // namespace
+
 Group Group::create_group(const std::string& name) {
   const std::string where = object_path(path_, name);
-  return Group(check(H5Gcreate2(id_, name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "H5Gcreate2", file_, where),
+  const PropList gcpl = untimed(nullptr, H5P_GROUP_CREATE);
+  return Group(check(H5Gcreate2(id_, name.c_str(), H5P_DEFAULT, gcpl.id(), H5P_DEFAULT), "H5Gcreate2", file_, where),
                H5Gclose, file_, where);
 }
 
@@ -300,8 +312,8 @@ Dataset Group::create_dataset(const std::string& name, const Datatype& file_type
                               const PropList* dcpl) {
   const std::string where = object_path(path_, name);
   Dataspace space = Dataspace::simple(dims);
-  return Dataset(check(H5Dcreate2(id_, name.c_str(), file_type.id(), space.id(), H5P_DEFAULT,
-                                  dcpl ? dcpl->id() : H5P_DEFAULT, H5P_DEFAULT),
+  const PropList props = untimed(dcpl, H5P_DATASET_CREATE);
+  return Dataset(check(H5Dcreate2(id_, name.c_str(), file_type.id(), space.id(), H5P_DEFAULT, props.id(), H5P_DEFAULT),
                        "H5Dcreate2", file_, where),
                  H5Dclose, file_, where);
 }
@@ -315,7 +327,8 @@ void Group::write_string_dataset(const std::string& name, const std::string& val
   const std::string where = object_path(path_, name);
   Datatype type = Datatype::utf8_string();
   Dataspace space = Dataspace::scalar();
-  Dataset ds(check(H5Dcreate2(id_, name.c_str(), type.id(), space.id(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+  const PropList props = untimed(nullptr, H5P_DATASET_CREATE);
+  Dataset ds(check(H5Dcreate2(id_, name.c_str(), type.id(), space.id(), H5P_DEFAULT, props.id(), H5P_DEFAULT),
                    "H5Dcreate2", file_, where),
              H5Dclose, file_, where);
   const char* p = value.c_str();

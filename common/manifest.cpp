@@ -182,7 +182,8 @@ json manifest_to_json(const Manifest& m) {
           {"layers", layers},
           {"modules", modules},
           {"shards", shards},
-          {"ranks", m.ranks}};
+          {"ranks", m.ranks},
+          {"run", m.run}};
 }
 
 Manifest manifest_from_json(const json& j, const std::string& source) {
@@ -263,6 +264,7 @@ Manifest manifest_from_json(const json& j, const std::string& source) {
     m.shards.push_back(std::move(sh));
   }
   if (auto it = j.find("ranks"); it != j.end() && it->is_array()) m.ranks = *it;
+  if (auto it = j.find("run"); it != j.end() && it->is_object()) m.run = *it;
   return m;
 }
 

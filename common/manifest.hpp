@@ -102,6 +102,9 @@ struct Manifest {
   std::vector<ManifestShard> shards;
   // Per rank of the run that wrote it: {rank, host, peak_rss_mb}; varies from run to run.
   nlohmann::json ranks = nlohmann::json::array();
+  // What the run that finished the checkpoint did: {"resumed", "shards_reused",
+  // "work_gflop", "full_job_gflop", "work_fraction"}; varies from run to run.
+  nlohmann::json run = nlohmann::json::object();
 };
 
 // The stored spelling of a method (kernels/quant_types.hpp's quant_method_name) and back;

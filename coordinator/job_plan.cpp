@@ -8,6 +8,8 @@
 #include "common/error.hpp"
 #include "common/safetensors.hpp"
 #include "common/tokenizer.hpp"
+#include "coordinator/resume.hpp"
+#include "coordinator/shard_output.hpp"
 #include "worker/calibration.hpp"
 #include "worker/llama_weights.hpp"
 
@@ -66,6 +68,11 @@ JobPlan make_plan(const json& spec_json, const JobOptions& options, int n_ranks)
                                            p.config.vocab_size);
     p.windows = calibration_windows(stream, p.spec.calibration.samples, p.seq_len, p.spec.calibration.seed);
   }
+  p.committed.assign(checkpoint_shard_layers(p.config).size(), 0);
+  if (!options.dry_run) {
+    p.identity = job_identity(p);
+    resume_check(p);
+  }
   return p;
 }
 
@@ -75,7 +82,11 @@ json plan_to_json(const JobPlan& p) {
           {"layers", layer_plan_to_json(p.layers)},
           {"allocation", allocation_to_json(p.allocation)},
           {"seq_len", p.seq_len},
-          {"micro_batch", p.micro_batch}};
+          {"micro_batch", p.micro_batch},
+          {"resumed", p.resumed},
+          {"committed", p.committed},
+          {"measure_journalled", p.measure_journalled},
+          {"scores", precision_scores_to_json(p.scores)}};
 }
 
 JobPlan plan_from_json(const json& j) {
@@ -86,6 +97,10 @@ JobPlan plan_from_json(const json& j) {
   p.allocation = allocation_from_json(j.at("allocation"), p.config);
   p.seq_len = j.at("seq_len").get<int>();
   p.micro_batch = j.at("micro_batch").get<int>();
+  p.resumed = j.at("resumed").get<bool>();
+  p.committed = j.at("committed").get<std::vector<uint8_t>>();
+  p.measure_journalled = j.at("measure_journalled").get<bool>();
+  p.scores = precision_scores_from_json(j.at("scores"));
   return p;
 }
 

@@ -28,6 +28,13 @@ struct JobPlan {
   int micro_batch = 1;               // samples per micro-batch
   std::vector<int32_t> windows;      // [samples * seq_len] calibration tokens (empty: none)
   PrecisionScores scores;            // from the measurement pass (lim, zd, sensitivity)
+  // Resume (coordinator/resume.hpp). committed[i]: shard i is journalled and intact, skip it.
+  bool resumed = false;
+  std::vector<uint8_t> committed;
+  bool measure_journalled = false;   // allocation and scores come from the journal
+  nlohmann::json identity;           // rank 0 only: job_identity()
+  nlohmann::json resume_report;      // rank 0 only: what resume_check() found
+  bool is_committed(int shard) const { return committed.at(static_cast<size_t>(shard)) != 0; }
   int samples() const { return seq_len ? static_cast<int>(windows.size() / static_cast<size_t>(seq_len)) : 0; }
   int n_micro_batches() const { return (samples() + micro_batch - 1) / micro_batch; }
   int mb_begin(int m) const { return m * micro_batch; }

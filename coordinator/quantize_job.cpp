@@ -5,6 +5,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 
 #include <sys/resource.h>
 
@@ -24,7 +25,9 @@
 #include "coordinator/plan.hpp"
 #include "coordinator/job_plan.hpp"
 #include "coordinator/precision_policy.hpp"
+#include "coordinator/resume.hpp"
 #include "coordinator/shard_output.hpp"
+#include "coordinator/work_meter.hpp"
 #include "worker/calibration.hpp"
 #include "worker/forward.hpp"
 #include "worker/importance.hpp"
@@ -67,18 +70,35 @@ struct LayerScores {
 };
 
 // ------------------------------------------------------------------ pipeline schedule
-// Calibration of the unquantized model, layers sharded as the plan says: micro-batches flow
-// 0 → 1 → ... → last active rank; each rank returns the statistics of its layers [begin, end).
-// `weights` holds at least those layers (and the embedding on rank 0).
-std::vector<LayerCalibration> calibrate_pipeline(Comm& comm, const JobPlan& p, const ModelWeights& weights,
-                                                 Progress& progress, const char* phase) {
-  const int rank = comm.rank(), begin = p.layers.begin(rank), end = p.layers.end(rank);
-  int last_active = 0;
-  for (int r = 0; r < comm.size(); ++r) {
-    if (p.layers.end(r) > p.layers.begin(r)) last_active = r;
+// The layers a job still has to produce (p.committed: journalled by an interrupted run).
+std::vector<bool> missing_layers(const JobPlan& p) {
+  std::vector<bool> missing(static_cast<size_t>(p.config.num_layers));
+  for (int l = 0; l < p.config.num_layers; ++l) missing[static_cast<size_t>(l)] = !p.is_committed(l);
+  return missing;
+}
+
+int last_true(const std::vector<bool>& v) {
+  for (int i = static_cast<int>(v.size()) - 1; i >= 0; --i) {
+    if (v[static_cast<size_t>(i)]) return i;
   }
+  return -1;
+}
+
+// Calibration of the unquantized model, layers sharded as the plan says: micro-batches flow
+// 0 → 1 → ... → the rank owning the last layer that needs statistics (`need`); each rank
+// returns the statistics of its layers [begin, end) — empty for layers not needed, which
+// the micro-batches only pass through. `weights` holds the rank's layers up to that point
+// (and the embedding on rank 0).
+std::vector<LayerCalibration> calibrate_pipeline(Comm& comm, const JobPlan& p, const ModelWeights& weights,
+                                                 const std::vector<bool>& need, Progress& progress, const char* phase,
+                                                 double& flops) {
+  const int rank = comm.rank(), begin = p.layers.begin(rank);
+  const int last_needed = last_true(need);
+  const int end = std::min(p.layers.end(rank), last_needed + 1);
+  const int last_active = last_needed < 0 ? -1 : p.layers.owner(last_needed);
   std::vector<LayerCalibration> calib;
-  for (int l = begin; l < end; ++l) calib.emplace_back(p.config);
+  for (int l = begin; l < p.layers.end(rank); ++l)
+    calib.push_back(need[static_cast<size_t>(l)] ? LayerCalibration(p.config) : LayerCalibration());
   const int64_t hidden_size = p.config.hidden_size;
   if (comm.is_root()) progress.begin_phase(phase, p.n_micro_batches());
   if (end > begin) {
@@ -91,8 +111,15 @@ std::vector<LayerCalibration> calibrate_pipeline(Comm& comm, const JobPlan& p, c
         hidden.resize(static_cast<size_t>(n_tokens * hidden_size));
         comm.recv(hidden.data(), hidden.size() * sizeof(float), rank - 1, m);
       }
-      for (int l = begin; l < end; ++l)
-        calib[static_cast<size_t>(l - begin)].forward(p.config, weights.layer(l), hidden.data(), p.mb_size(m), p.seq_len);
+      for (int l = begin; l < end; ++l) {
+        if (need[static_cast<size_t>(l)]) {
+          calib[static_cast<size_t>(l - begin)].forward(p.config, weights.layer(l), hidden.data(), p.mb_size(m), p.seq_len);
+          flops += layer_hessian_flops(p.config, p.mb_size(m), p.seq_len);
+        } else {
+          layer_forward(p.config, weights.layer(l), hidden.data(), p.mb_size(m), p.seq_len);
+        }
+        flops += layer_forward_flops(p.config, p.mb_size(m), p.seq_len);
+      }
       fault_point("micro_batch", rank, m);
       if (rank < last_active) comm.send(hidden.data(), hidden.size() * sizeof(float), rank + 1, m);
       if (comm.is_root()) progress.update(m + 1);
@@ -101,26 +128,37 @@ std::vector<LayerCalibration> calibrate_pipeline(Comm& comm, const JobPlan& p, c
   return calib;
 }
 
-// Each rank owns layers [begin, end). Micro-batches flow 0 → 1 → ... → last active rank.
-json run_pipeline(Comm& comm, const JobPlan& p, const JobOptions& options, Progress& progress,
-                  std::map<std::string, double>& phases, std::unique_ptr<ShardOutput>& shard) {
-  const SafetensorsModel model(p.spec.model);
-  const int rank = comm.rank(), begin = p.layers.begin(rank), end = p.layers.end(rank);
-  auto t0 = clock_type::now();
+// The rank's layers [begin, end) and the embedding (rank 0), as far as the calibration of
+// `need` runs through them.
+ModelWeights load_pipeline_weights(const JobPlan& p, const SafetensorsModel& model, int rank, const std::vector<bool>& need) {
+  const int begin = p.layers.begin(rank);
+  const int end = std::min(p.layers.end(rank), last_true(need) + 1);
   WeightsSelection sel;
   sel.layer_begin = begin;
-  sel.layer_end = end;
+  sel.layer_end = std::max(begin, end);
   sel.embedding = rank == 0;
   sel.head = false;
-  ModelWeights weights;
-  if (end > begin || rank == 0) weights = model_weights_load(model, p.config, sel);
+  if (end > begin || rank == 0) return model_weights_load(model, p.config, sel);
+  return {};
+}
 
-  std::vector<LayerCalibration> calib = calibrate_pipeline(comm, p, weights, progress, "calibrate");
+// Each rank owns layers [begin, end). Micro-batches flow 0 → 1 → ... → last active rank.
+json run_pipeline(Comm& comm, const JobPlan& p, const JobOptions& options, Progress& progress,
+                  std::map<std::string, double>& phases, JournalWriter* journal, double& flops) {
+  const SafetensorsModel model(p.spec.model);
+  const int rank = comm.rank(), begin = p.layers.begin(rank), end = p.layers.end(rank);
+  const std::vector<bool> missing = missing_layers(p);
+  auto t0 = clock_type::now();
+  ModelWeights weights = load_pipeline_weights(p, model, rank, missing);
+  std::vector<LayerCalibration> calib = calibrate_pipeline(comm, p, weights, missing, progress, "calibrate", flops);
   phases["calibrate"] = seconds_since(t0);
 
   std::vector<LayerScores> scores;
-  for (int l = begin; l < end; ++l)
-    scores.push_back({calib[static_cast<size_t>(l - begin)].lim.score(), zd_score(weights.layer(l))});
+  for (int l = begin; l < end; ++l) {
+    const bool need = missing[static_cast<size_t>(l)];
+    scores.push_back(need ? LayerScores{calib[static_cast<size_t>(l - begin)].lim.score(), zd_score(weights.layer(l))}
+                          : LayerScores{});
+  }
 
   if (options.dry_run) {
     json layers = json::array();
@@ -135,29 +173,38 @@ json run_pipeline(Comm& comm, const JobPlan& p, const JobOptions& options, Progr
     return json{{"layers", merged}, {"calibration_tokens", p.windows.size()}};
   }
 
-  // All ranks quantize their own layers at once, in lockstep rounds (round i: every rank's
-  // i-th layer) so that rank 0 can report the layers done by everyone after each round.
+  // All ranks quantize their missing layers at once, in lockstep rounds (round i: every
+  // rank's i-th layer); after each round rank 0 journals the commits and reports progress.
   t0 = clock_type::now();
-  if (end > begin || rank == 0) shard = std::make_unique<ShardOutput>(p.spec.output, rank);
   int rounds = 0;
   for (int r = 0; r < comm.size(); ++r) rounds = std::max(rounds, p.layers.end(r) - p.layers.begin(r));
+  int committed_before = 0;
+  for (int l = 0; l < p.config.num_layers; ++l) committed_before += missing[static_cast<size_t>(l)] ? 0 : 1;
   if (comm.is_root()) progress.begin_phase("quantize", p.config.num_layers);
   for (int round = 0; round < rounds; ++round) {
     const int l = begin + round;
-    int64_t done = 0;
-    if (l < end) {
+    std::vector<JournalShard> committed;
+    if (l < end && missing[static_cast<size_t>(l)]) {
       const auto& c = calib[static_cast<size_t>(round)];
-      const auto modules = quantize_layer(weights.layer(l), layer_choices(p.allocation, l),
-                                          p.windows.empty() ? nullptr : &c, nullptr);
+      const auto choices = layer_choices(p.allocation, l);
+      const auto modules = quantize_layer(weights.layer(l), choices, p.windows.empty() ? nullptr : &c, nullptr,
+                                          [&](size_t n) { if (n == 1) fault_point("quantize", rank, l); });
+      flops += layer_quantize_flops(choices);
       fault_point("layer_quantized", rank, l);
-      shard->write_layer(model, l, weights.layer(l), modules, scores[static_cast<size_t>(round)].lim,
-                         scores[static_cast<size_t>(round)].zd);
+      committed.push_back(commit_layer_shard(p.spec.output, model, l, weights.layer(l), modules,
+                                             scores[static_cast<size_t>(round)].lim, scores[static_cast<size_t>(round)].zd, rank));
       calib[static_cast<size_t>(round)] = LayerCalibration();
       weights.layer(l) = LayerWeights();
     }
-    for (int r = 0; r < comm.size(); ++r) done += std::min(round + 1, p.layers.end(r) - p.layers.begin(r));
-    comm.barrier();
-    if (comm.is_root()) progress.update(static_cast<int>(done));
+    journal_commits(comm, committed, journal);
+    if (comm.is_root()) {
+      int done = committed_before;
+      for (int r = 0; r < comm.size(); ++r) {
+        for (int k = p.layers.begin(r); k < std::min(p.layers.begin(r) + round + 1, p.layers.end(r)); ++k)
+          done += missing[static_cast<size_t>(k)] ? 1 : 0;
+      }
+      progress.update(done);
+    }
   }
   phases["quantize"] = seconds_since(t0);
   return nullptr;
@@ -175,7 +222,8 @@ constexpr int64_t sensitivity_probe_tokens = 2048;
 // model, so those ranks load all of it); rank 0 gathers, solves, and broadcasts the
 // allocation and the scores. Every score is computed by the same code on the same inputs
 // whichever rank owns the layer, so the allocation is the same for any N.
-void measure_precision(Comm& comm, JobPlan& p, Progress& progress, std::map<std::string, double>& phases) {
+void measure_precision(Comm& comm, JobPlan& p, Progress& progress, std::map<std::string, double>& phases,
+                       JournalWriter* journal) {
   const auto t0 = clock_type::now();
   const SafetensorsModel model(p.spec.model);
   const int rank = comm.rank(), begin = p.layers.begin(rank), end = p.layers.end(rank);
@@ -189,7 +237,9 @@ void measure_precision(Comm& comm, JobPlan& p, Progress& progress, std::map<std:
   }
   ModelWeights weights;
   if (end > begin || rank == 0) weights = model_weights_load(model, p.config, sel);
-  const std::vector<LayerCalibration> calib = calibrate_pipeline(comm, p, weights, progress, "measure");
+  double uncounted_flops = 0;  // see work_meter.hpp: the measurement pass is not counted
+  const std::vector<LayerCalibration> calib = calibrate_pipeline(
+      comm, p, weights, std::vector<bool>(static_cast<size_t>(p.config.num_layers), true), progress, "measure", uncounted_flops);
 
   const std::vector<bool> free = free_modules(p.allocation, p.spec);
   std::unique_ptr<LayerSensitivityProbe> probe;
@@ -237,7 +287,10 @@ void measure_precision(Comm& comm, JobPlan& p, Progress& progress, std::map<std:
       const Allocation a = allocate_precision(p.config, p.spec, scores, &solver);
       spdlog::debug("precision policy {}: average {:.4f} bits per weight (target {}, {})", p.spec.precision.policy,
                    a.avg_bits(), *p.spec.precision.target_bpw, solver);
-      text = json{{"scores", precision_scores_to_json(scores)}, {"allocation", allocation_to_json(a)}}.dump();
+      const json decision{{"scores", precision_scores_to_json(scores)}, {"allocation", allocation_to_json(a)}};
+      // Journalled: a resumed job keeps this decision instead of measuring again.
+      journal->append_measure(decision);
+      text = decision.dump();
     } catch (const std::exception& e) {
       failure = e.what();
     }
@@ -252,14 +305,19 @@ void measure_precision(Comm& comm, JobPlan& p, Progress& progress, std::map<std:
 }
 
 // ---------------------------------------------------------------- sequential schedule
-void run_sequential(Comm& comm, const JobPlan& p, const JobOptions& options, Progress& progress,
-                    std::map<std::string, double>& phases, std::unique_ptr<ShardOutput>& shard) {
+// Layer l is calibrated on the outputs of the quantized layers 0..l-1. On resume, committed
+// layers are not redone: the hidden states pass through them as stored (dequantized from
+// their shard), which gives the same bits as the uninterrupted run.
+void run_sequential(Comm& comm, const JobPlan& p, Progress& progress, std::map<std::string, double>& phases,
+                    JournalWriter* journal, double& flops) {
   const SafetensorsModel model(p.spec.model);
   const int rank = comm.rank();
+  const std::vector<bool> missing = missing_layers(p);
+  const int last_missing = last_true(missing);
   const int mb0 = static_cast<int>(split_begin(p.n_micro_batches(), comm.size(), rank));
   const int mb1 = static_cast<int>(split_begin(p.n_micro_batches(), comm.size(), rank + 1));
   std::vector<std::vector<float>> hidden;  // this rank's micro-batches
-  if (!p.windows.empty()) {
+  if (!p.windows.empty() && last_missing >= 0) {
     WeightsSelection sel;
     sel.layer_begin = 0;
     sel.layer_end = 0;
@@ -267,9 +325,29 @@ void run_sequential(Comm& comm, const JobPlan& p, const JobOptions& options, Pro
     const ModelWeights embedding = model_weights_load(model, p.config, sel);
     for (int m = mb0; m < mb1; ++m) hidden.push_back(embed_micro_batch(p, embedding, m));
   }
-  if (comm.is_root()) progress.begin_phase("quantize", p.config.num_layers);
-  double calibrate_s = 0, quantize_s = 0;
-  for (int l = 0; l < p.config.num_layers; ++l) {
+  const auto propagate = [&](const LayerWeights& layer) {
+    for (int m = mb0; m < mb1; ++m) {
+      layer_forward(p.config, layer, hidden[static_cast<size_t>(m - mb0)].data(), p.mb_size(m), p.seq_len);
+      flops += layer_forward_flops(p.config, p.mb_size(m), p.seq_len);
+    }
+  };
+  int done = 0;
+  for (int l = 0; l < p.config.num_layers; ++l) done += missing[static_cast<size_t>(l)] ? 0 : 1;
+  if (comm.is_root()) {
+    progress.begin_phase("quantize", p.config.num_layers);
+    if (done > 0) progress.update(done);
+  }
+  double calibrate_s = 0, quantize_s = 0, replay_s = 0;
+  for (int l = 0; l <= last_missing; ++l) {
+    const auto choices = layer_choices(p.allocation, l);
+    if (!missing[static_cast<size_t>(l)]) {
+      if (hidden.empty()) continue;
+      const auto t0 = clock_type::now();
+      const LayerWeights weights = layer_weights_load(model, p.config, l);
+      propagate(dequantized_layer(weights, read_layer_shard(p.spec.output, l, choices)));
+      replay_s += seconds_since(t0);
+      continue;
+    }
     const int owner = p.layers.owner(l);
     const LayerWeights weights = layer_weights_load(model, p.config, l);
     auto t0 = clock_type::now();
@@ -277,27 +355,28 @@ void run_sequential(Comm& comm, const JobPlan& p, const JobOptions& options, Pro
     for (int m = mb0; m < mb1; ++m) {
       std::vector<float> scratch = hidden[static_cast<size_t>(m - mb0)];
       calib.forward(p.config, weights, scratch.data(), p.mb_size(m), p.seq_len);
+      flops += layer_forward_flops(p.config, p.mb_size(m), p.seq_len) + layer_hessian_flops(p.config, p.mb_size(m), p.seq_len);
+      if (m == mb0) fault_point("calibrate", rank, l);
     }
     calibration_allreduce(comm, calib);
     calibrate_s += seconds_since(t0);
 
     t0 = clock_type::now();
-    const auto modules = quantize_layer(weights, layer_choices(p.allocation, l), p.windows.empty() ? nullptr : &calib, &comm);
-    if (!hidden.empty()) {
-      const LayerWeights quantized = dequantized_layer(weights, modules);
-      for (int m = mb0; m < mb1; ++m)
-        layer_forward(p.config, quantized, hidden[static_cast<size_t>(m - mb0)].data(), p.mb_size(m), p.seq_len);
-    }
+    const auto modules = quantize_layer(weights, choices, p.windows.empty() ? nullptr : &calib, &comm,
+                                        [&](size_t n) { if (n == 1) fault_point("quantize", rank, l); });
+    if (comm.is_root()) flops += layer_quantize_flops(choices);
+    if (!hidden.empty()) propagate(dequantized_layer(weights, modules));
     quantize_s += seconds_since(t0);
     fault_point("layer_quantized", rank, l);
-    if (rank == owner) {
-      if (!shard) shard = std::make_unique<ShardOutput>(p.spec.output, rank);
-      shard->write_layer(model, l, weights, modules, calib.lim.score(), zd_score(weights));
-    }
-    if (comm.is_root()) progress.update(l + 1);
+    std::vector<JournalShard> committed;
+    if (rank == owner)
+      committed.push_back(commit_layer_shard(p.spec.output, model, l, weights, modules, calib.lim.score(), zd_score(weights), rank));
+    journal_commits(comm, committed, journal);
+    if (comm.is_root()) progress.update(++done);
   }
   phases["calibrate"] = calibrate_s;
   phases["quantize"] = quantize_s;
+  if (replay_s > 0) phases["replay"] = replay_s;
 }
 
 }  // namespace
@@ -311,49 +390,66 @@ json quantize_job_run(Comm& comm, const json& spec_json, const JobOptions& optio
   auto t0 = clock_type::now();
   JobPlan p = broadcast_plan(comm, spec_json, options);
   phases["plan"] = seconds_since(t0);
-  if (comm.is_root() && !options.dry_run) {
-    // A forced rerun first withdraws the old manifest: nothing may claim completion
-    // while the new checkpoint is being written. Other files of the user stay.
-    std::error_code ec;
-    fs::create_directories(p.spec.output, ec);
-    if (ec) throw io_error(fmt::format("cannot create output directory '{}': {}", p.spec.output, ec.message()));
-    fs::remove(fs::path(p.spec.output) / manifest_file_name, ec);
+  std::optional<JournalWriter> journal;  // rank 0
+  if (!options.dry_run) {
+    std::string failure;
+    if (comm.is_root()) {
+      try {
+        journal.emplace(prepare_output(p));
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+    }
+    comm.broadcast(failure, 0);
+    if (!failure.empty()) throw collective_error(failure);
   }
-  comm.barrier();
-  if (comm.is_root())
+  JournalWriter* journal_ptr = journal ? &*journal : nullptr;
+  if (comm.is_root()) {
     progress.event({{"event", "plan"}, {"layers", p.config.num_layers}, {"ranks", comm.size()},
                     {"schedule", p.spec.schedule}, {"calibration_tokens", p.windows.size()}});
-  if (!options.dry_run && policy_needs_measurement(p.spec.precision.policy)) measure_precision(comm, p, progress, phases);
+    if (p.spec.resume) {
+      json e = p.resume_report;
+      e["event"] = "resume";
+      progress.event(e);
+    }
+  }
+  if (!options.dry_run && policy_needs_measurement(p.spec.precision.policy) && !p.measure_journalled)
+    measure_precision(comm, p, progress, phases, journal_ptr);
 
   const SafetensorsModel model(p.spec.model);
-  std::unique_ptr<ShardOutput> shard;
+  double flops = 0;
   if (options.dry_run || p.spec.schedule == "pipeline") {
-    json report = run_pipeline(comm, p, options, progress, phases, shard);
+    json report = run_pipeline(comm, p, options, progress, phases, journal_ptr, flops);
     if (options.dry_run) return report;
   } else {
-    run_sequential(comm, p, options, progress, phases, shard);
+    run_sequential(comm, p, progress, phases, journal_ptr, flops);
   }
 
   t0 = clock_type::now();
-  if (comm.is_root() && !shard) shard = std::make_unique<ShardOutput>(p.spec.output, 0);
-  std::string part;
-  if (shard) {
-    if (comm.is_root()) {
-      shard->write_source_tensor(model, "model.embed_tokens.weight");
-      shard->write_source_tensor(model, "model.norm.weight");
-      if (!p.config.tie_word_embeddings) shard->write_source_tensor(model, "lm_head.weight");
-    }
-    part = shard->finish();
-  }
-  const auto parts = comm.gather(part, 0);
+  if (comm.is_root() && !p.is_committed(model_shard_index(p.config)))
+    journal->append_shard(commit_model_shard(p.spec.output, model, p.config));
   const auto rank_info = comm.gather(rank_info_json(comm).dump(), 0);
+  const auto rank_flops = comm.gather(fmt::format("{:.17g}", flops), 0);
   phases["write"] = seconds_since(t0);
   if (!comm.is_root()) return nullptr;
   phases["total"] = seconds_since(job_start);
   fault_point("before_manifest", 0, -1);
   json ranks = json::array();
   for (const auto& r : rank_info) ranks.push_back(json::parse(r));
-  json manifest = finalize_checkpoint(p, parts, model, phases, ranks);
+  double work = 0;
+  for (const auto& f : rank_flops) work += std::stod(f);
+  const double full = full_job_flops(p.config, p.allocation.modules, p.spec.schedule, p.samples(), p.seq_len);
+  int reused = 0;
+  for (uint8_t c : p.committed) reused += c;
+  const json run{{"resumed", p.resumed},
+                 {"shards_reused", reused},
+                 {"shards_total", p.committed.size()},
+                 {"work_gflop", work * 1e-9},
+                 {"full_job_gflop", full * 1e-9},
+                 {"work_fraction", full > 0 ? work / full : 0.0}};
+  progress.event({{"event", "work"}, {"shards_reused", reused}, {"shards_total", p.committed.size()},
+                  {"work_gflop", work * 1e-9}, {"full_job_gflop", full * 1e-9}, {"work_fraction", full > 0 ? work / full : 0.0}});
+  json manifest = finalize_checkpoint(p, journal_read(p.spec.output), model, phases, ranks, run);
   progress.event({{"event", "done"}, {"output", p.spec.output}, {"avg_bits", manifest["summary"]["avg_bits"]}});
   return manifest;
 }

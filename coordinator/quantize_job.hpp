@@ -11,7 +11,12 @@
 //     sequential  exact GPTQ order: layer l is calibrated on the outputs of the already
 //                 quantized layers 0..l-1. The ranks cooperate on one layer at a time:
 //                 micro-batches split across ranks, Hessians reduced exactly, GPTQ rows split.
-//   write      each rank writes its shard; rank 0 writes model.h5 and manifest.json last.
+//   commit     each layer's shard is committed as soon as it is quantized (file fsynced and
+//              renamed, then its line in the journal, written by rank 0); the last shard holds
+//              embedding, final norm and lm_head (coordinator/shard_output.hpp).
+//   finalize   rank 0 builds the manifest from the journal, writes model.h5, manifest.json last.
+//   resume     with spec.resume, the journal's intact layers are skipped and only the rest is
+//              computed (coordinator/resume.hpp), giving the same files as an uninterrupted run.
 //
 // Micro-batches are fixed by the spec alone (never by the rank count), and every reduction
 // is exact, so the quantized tensors are bit-identical for any N.

@@ -1,7 +1,10 @@
 #include "coordinator/shard_output.hpp"
 
+#include <chrono>
+
 #include <fmt/format.h>
 
+#include "common/checkpoint.hpp"
 #include "common/fault.hpp"
 #include "common/sha256.hpp"
 
@@ -22,94 +25,147 @@ void copy_tokenizer(const fs::path& model_dir, const fs::path& out_dir) {
   }
 }
 
-}  // namespace
+// One shard being written: the HDF5 file and the manifest records of what it holds.
+class ShardBuilder {
+ public:
+  ShardBuilder(const fs::path& dir, int index) : dir_(dir), index_(index), writer_(dir / checkpoint_shard_name(index)) {}
 
-ShardOutput::ShardOutput(const fs::path& dir, int index) : index_(index), writer_(dir / checkpoint_shard_name(index)) {}
-
-void ShardOutput::write_layer(const SafetensorsModel& model, int layer, const LayerWeights& w,
-                              const std::vector<QuantizedModule>& modules, double lim, double zd) {
-  const std::string prefix = layer_prefix(layer);
-  write_float(model, prefix + "input_layernorm.weight", w.attn_norm);
-  write_float(model, prefix + "post_attention_layernorm.weight", w.ffn_norm);
-  if (!w.q_bias.empty()) {
-    write_float(model, prefix + "self_attn.q_proj.bias", w.q_bias);
-    write_float(model, prefix + "self_attn.k_proj.bias", w.k_bias);
-    write_float(model, prefix + "self_attn.v_proj.bias", w.v_bias);
+  void write_float(const SafetensorsModel& model, const std::string& name, const Tensor& t) {
+    const dtype store = store_dtype_of(model.info(name));
+    writer_.write_float(name, t, store);
+    bytes_ += t.numel() * static_cast<int64_t>(dtype_size(store));
   }
-  for (const QuantizedModule& m : modules) {
+
+  void write_module(const SafetensorsModel& model, int layer, const QuantizedModule& m) {
     if (m.quantized) {
       writer_.write_quantized(m.name, *m.quantized);
       bytes_ += m.quantized->stored_bytes();
-      records_.push_back(manifest_module(m.name, layer, *m.quantized, m.rel_error));
+      records_.modules.push_back(manifest_module(m.name, layer, *m.quantized, m.rel_error));
     } else {
       const std::string tensor = m.name + ".weight";
-      const TensorInfo& info = model.info(tensor);
       const Tensor t = model.load_fp32(tensor);
-      const dtype store = store_dtype_of(info);
+      const dtype store = store_dtype_of(model.info(tensor));
       writer_.write_float(tensor, t, store);
       bytes_ += t.numel() * static_cast<int64_t>(dtype_size(store));
-      records_.push_back(manifest_module_kept(m.name, layer, t.rows(), t.cols(), static_cast<int>(dtype_size(store))));
+      records_.modules.push_back(manifest_module_kept(m.name, layer, t.rows(), t.cols(), static_cast<int>(dtype_size(store))));
     }
   }
+
+  void add_layer_record(const ManifestLayer& l) {
+    records_.layers.push_back(l);
+    layers_.push_back(l.index);
+  }
+
+  // Flush, fsync, rename: the file is complete on disk. The journal entry makes it count.
+  JournalShard commit() {
+    writer_.close();
+    JournalShard s;
+    s.index = index_;
+    s.file = checkpoint_shard_name(index_);
+    s.sha256 = sha256_file(dir_ / s.file);
+    s.bytes = bytes_;
+    s.layers = layers_;
+    // The records travel as a partial manifest (only layers and modules filled), so the
+    // manifest's own (de)serialisation and validation serve the journal too.
+    s.records = manifest_to_json(records_);
+    return s;
+  }
+
+ private:
+  fs::path dir_;
+  int index_;
+  ShardWriter writer_;
+  int64_t bytes_ = 0;
+  std::vector<int> layers_;
+  Manifest records_;
+};
+
+}  // namespace
+
+std::vector<std::vector<int>> checkpoint_shard_layers(const ModelConfig& c) {
+  std::vector<std::vector<int>> out;
+  for (int l = 0; l < c.num_layers; ++l) out.push_back({l});
+  out.emplace_back();  // embedding, final norm, lm_head
+  return out;
+}
+
+JournalShard commit_layer_shard(const fs::path& dir, const SafetensorsModel& model, int layer, const LayerWeights& w,
+                                const std::vector<QuantizedModule>& modules, double lim, double zd, int rank) {
+  ShardBuilder shard(dir, layer);
+  const std::string prefix = layer_prefix(layer);
+  shard.write_float(model, prefix + "input_layernorm.weight", w.attn_norm);
+  shard.write_float(model, prefix + "post_attention_layernorm.weight", w.ffn_norm);
+  fault_point("shard_write", rank, layer);
+  if (!w.q_bias.empty()) {
+    shard.write_float(model, prefix + "self_attn.q_proj.bias", w.q_bias);
+    shard.write_float(model, prefix + "self_attn.k_proj.bias", w.k_bias);
+    shard.write_float(model, prefix + "self_attn.v_proj.bias", w.v_bias);
+  }
+  for (const QuantizedModule& m : modules) shard.write_module(model, layer, m);
   ManifestLayer rec;
   rec.index = layer;
-  rec.shard = index_;
+  rec.shard = layer;
   rec.lim = lim;
   rec.zd = zd;
-  layers_.push_back(rec);
+  shard.add_layer_record(rec);
+  JournalShard committed = shard.commit();
+  fault_point("shard_closed", rank, layer);
+  return committed;
 }
 
-void ShardOutput::write_float(const SafetensorsModel& model, const std::string& name, const Tensor& t) {
-  const dtype store = store_dtype_of(model.info(name));
-  writer_.write_float(name, t, store);
-  bytes_ += t.numel() * static_cast<int64_t>(dtype_size(store));
+JournalShard commit_model_shard(const fs::path& dir, const SafetensorsModel& model, const ModelConfig& config) {
+  ShardBuilder shard(dir, model_shard_index(config));
+  for (const char* name : {"model.embed_tokens.weight", "model.norm.weight"}) shard.write_float(model, name, model.load_fp32(name));
+  if (!config.tie_word_embeddings) shard.write_float(model, "lm_head.weight", model.load_fp32("lm_head.weight"));
+  return shard.commit();
 }
 
-void ShardOutput::write_source_tensor(const SafetensorsModel& model, const std::string& name) {
-  write_float(model, name, model.load_fp32(name));
+void journal_commits(Comm& comm, const std::vector<JournalShard>& committed, JournalWriter* journal) {
+  json mine = json::array();
+  for (const JournalShard& s : committed) mine.push_back(journal_shard_to_json(s));
+  const std::vector<std::string> all = comm.gather(mine.dump(), 0);
+  if (!comm.is_root()) return;
+  for (size_t r = 0; r < all.size(); ++r) {
+    for (const json& e : json::parse(all[r])) journal->append_shard(journal_shard_from_json(e, fmt::format("rank {} commit", r)));
+  }
 }
 
-std::string ShardOutput::finish() {
-  writer_.close();
-  fault_point("shard_closed", index_, -1);
-  // The records travel as a partial manifest (only layers and modules filled), so the
-  // manifest's own (de)serialisation and validation serve the gather too.
-  Manifest part;
-  part.layers = layers_;
-  part.modules = records_;
-  return json{{"shard", checkpoint_shard_name(index_)}, {"bytes", bytes_}, {"records", manifest_to_json(part)}}.dump();
+std::vector<QuantizedModule> read_layer_shard(const fs::path& dir, int layer, const std::vector<ModuleChoice>& choices) {
+  const CheckpointReader shard(dir / checkpoint_shard_name(layer));
+  std::vector<QuantizedModule> out;
+  for (const ModuleChoice& c : choices) {
+    QuantizedModule m;
+    m.name = c.module.name;
+    m.layer = layer;
+    if (c.quantized) m.quantized = shard.read_quantized(c.module.name);
+    out.push_back(std::move(m));
+  }
+  return out;
 }
 
-// Rank 0: the manifest from everyone's records, then model.h5 and manifest.json (last).
-json finalize_checkpoint(const JobPlan& p, const std::vector<std::string>& parts, const SafetensorsModel& model,
-                         std::map<std::string, double> phase_seconds, const json& ranks) {
+json finalize_checkpoint(const JobPlan& p, const Journal& journal, const SafetensorsModel& model,
+                         std::map<std::string, double> phase_seconds, const json& ranks, const json& run) {
   Manifest m;
   const fs::path model_dir = fs::absolute(p.spec.model);
   m.model.path = model_dir.string();
   m.model.architecture = p.config.architecture;
   m.model.config = p.config.raw;
-  m.model.files.push_back({"config.json", sha256_file(model_dir / "config.json")});
-  for (const std::string& f : model.files()) m.model.files.push_back({f, sha256_file(model_dir / f)});
-  if (fs::exists(model_dir / "model.safetensors.index.json"))
-    m.model.files.push_back({"model.safetensors.index.json", sha256_file(model_dir / "model.safetensors.index.json")});
+  for (const json& f : p.identity.at("model_files")) m.model.files.push_back({f.at("name"), f.at("sha256")});
   m.spec = job_spec_to_json(p.spec);
 
   std::map<int, ManifestLayer> layers;
   std::map<std::string, ManifestModule> modules;
   int64_t bytes = 0;
-  for (const std::string& part : parts) {
-    if (part.empty()) continue;
-    const json j = json::parse(part);
-    bytes += j.at("bytes").get<int64_t>();
-    const Manifest piece = manifest_from_json(j.at("records"), "rank records");
-    ManifestShard shard;
-    shard.file = j.at("shard").get<std::string>();
-    for (const auto& l : piece.layers) {
-      layers[l.index] = l;
-      shard.layers.push_back(l.index);
-    }
+  const int n_shards = static_cast<int>(checkpoint_shard_layers(p.config).size());
+  for (int index = 0; index < n_shards; ++index) {
+    const auto it = journal.shards.find(index);
+    if (it == journal.shards.end()) throw error(fmt::format("shard {} was never committed", index));
+    const JournalShard& s = it->second;
+    bytes += s.bytes;
+    const Manifest piece = manifest_from_json(s.records, fmt::format("journal records of {}", s.file));
+    for (const auto& l : piece.layers) layers[l.index] = l;
     for (const auto& mod : piece.modules) modules[mod.name] = mod;
-    m.shards.push_back(shard);
+    m.shards.push_back({s.file, s.sha256, s.layers});
   }
   for (auto& [index, l] : layers) {
     // The scores the policy decided on (unquantized model), not the quantize pass's own.
@@ -137,9 +193,10 @@ json finalize_checkpoint(const JobPlan& p, const std::vector<std::string>& parts
   m.summary.phase_seconds = std::move(phase_seconds);
   copy_tokenizer(model_dir, p.spec.output);
   m.ranks = ranks;
+  m.run = run;
+  // checkpoint_finalize re-hashes every shard: a file changed since its commit stops here.
   checkpoint_finalize(p.spec.output, m);
   return manifest_to_json(m);
 }
-
 
 }  // namespace shardq

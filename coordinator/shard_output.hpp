@@ -1,6 +1,14 @@
-// What a rank writes: its shard of the checkpoint (layers it owns, plus the embedding, final
-// norm and lm_head on rank 0) and the manifest records of those layers; and, on rank 0, the
-// finished checkpoint — the manifest from every rank's records, model.h5, manifest.json last.
+// What a job writes into its checkpoint directory, and when it counts as written.
+//
+// Shard layout: shard l (shard-0000l.h5) holds decoder layer l — its norms, biases and
+// linears, quantized or kept; the last shard, index num_layers, holds the tensors outside
+// the decoder stack (embedding, final norm, lm_head). A layer is the unit of commit and of
+// resume, and the files do not depend on the number of ranks: a job interrupted with N
+// ranks resumes with any other N.
+//
+// Every shard is committed by the rank that computed it (file fsynced and renamed, then its
+// journal entry appended by rank 0: common/checkpoint_journal.hpp); rank 0 builds the
+// manifest from the journal alone, so an uninterrupted and a resumed job finish the same way.
 #pragma once
 
 #include <filesystem>
@@ -10,8 +18,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "common/checkpoint.hpp"
-#include "common/manifest.hpp"
+#include "comm/comm.hpp"
+#include "common/checkpoint_journal.hpp"
 #include "common/safetensors.hpp"
 #include "coordinator/job_plan.hpp"
 #include "worker/layer_quantize.hpp"
@@ -19,31 +27,34 @@
 
 namespace shardq {
 
-// One rank's shard and the records that go into the manifest.
-class ShardOutput {
- public:
-  ShardOutput(const std::filesystem::path& dir, int index);
+// Index of the shard holding the embedding, final norm and lm_head.
+inline int model_shard_index(const ModelConfig& c) { return c.num_layers; }
+// The layers of every shard, by index (the layout above).
+std::vector<std::vector<int>> checkpoint_shard_layers(const ModelConfig& c);
 
-  // The layer's norms, biases and linears (quantized groups or kept floats) and its records.
-  void write_layer(const SafetensorsModel& model, int layer, const LayerWeights& w,
-                   const std::vector<QuantizedModule>& modules, double lim, double zd);
-  // A floating-point tensor stored in the source model's precision (see store_dtype_of).
-  void write_float(const SafetensorsModel& model, const std::string& name, const Tensor& t);
-  void write_source_tensor(const SafetensorsModel& model, const std::string& name);
-  // Closes the shard and serialises this rank's records for the gather on rank 0.
-  std::string finish();
+// Writes and commits the shard of decoder layer `layer`; returns its journal entry. `rank`
+// names the writer for the fault points (common/fault.hpp: shard_write, shard_closed).
+JournalShard commit_layer_shard(const std::filesystem::path& dir, const SafetensorsModel& model, int layer,
+                                const LayerWeights& w, const std::vector<QuantizedModule>& modules, double lim,
+                                double zd, int rank);
+// Writes and commits the shard of the tensors outside the decoder stack (rank 0).
+JournalShard commit_model_shard(const std::filesystem::path& dir, const SafetensorsModel& model,
+                                const ModelConfig& config);
 
- private:
-  int index_;
-  ShardWriter writer_;
-  int64_t bytes_ = 0;
-  std::vector<ManifestLayer> layers_;
-  std::vector<ManifestModule> records_;
-};
+// Collective: every rank passes the entries it committed since the last call (serialised
+// with journal_shard_to_json, possibly none); rank 0 appends them to `journal` in rank order.
+void journal_commits(Comm& comm, const std::vector<JournalShard>& committed, JournalWriter* journal);
 
-// Rank 0: the manifest from everyone's records (finish() strings, in rank order) and the
-// ranks' info, then model.h5 and manifest.json (last). Returns the manifest.
-nlohmann::json finalize_checkpoint(const JobPlan& p, const std::vector<std::string>& parts, const SafetensorsModel& model,
-                                   std::map<std::string, double> phase_seconds, const nlohmann::json& ranks);
+// The quantized linears of a committed layer shard, read back bit for bit, in the order of
+// `choices` (kept linears come back without `quantized`, as quantize_layer returns them).
+std::vector<QuantizedModule> read_layer_shard(const std::filesystem::path& dir, int layer,
+                                              const std::vector<ModuleChoice>& choices);
+
+// Rank 0, once every shard is committed: the manifest from the journal's records, checked
+// against the files' sha256, then model.h5 and manifest.json (last). `run` goes into the
+// manifest as is (what this run did: resume counts, work). Returns the manifest.
+nlohmann::json finalize_checkpoint(const JobPlan& p, const Journal& journal, const SafetensorsModel& model,
+                                   std::map<std::string, double> phase_seconds, const nlohmann::json& ranks,
+                                   const nlohmann::json& run);
 
 }  // namespace shardq

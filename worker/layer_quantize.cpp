@@ -60,7 +60,8 @@ const cpu::HessianAccumulator& hessian_for(const LayerCalibration& calib, const 
 }
 
 std::vector<QuantizedModule> quantize_layer(const LayerWeights& weights, const std::vector<ModuleChoice>& choices,
-                                            const LayerCalibration* calib, Comm* comm) {
+                                            const LayerCalibration* calib, Comm* comm,
+                                            const std::function<void(size_t)>& after_module) {
   std::vector<QuantizedModule> out;
   // q/k/v (and gate/up) share one Hessian: finalize each accumulator once.
   std::map<const cpu::HessianAccumulator*, Tensor> hessians;
@@ -92,6 +93,7 @@ std::vector<QuantizedModule> quantize_layer(const LayerWeights& weights, const s
       m.rel_error = quant_relative_error(w, *m.quantized, h);
     }
     out.push_back(std::move(m));
+    if (after_module) after_module(out.size());
   }
   return out;
 }

@@ -7,6 +7,7 @@
 // the next layer's inputs). The integers are therefore the same for any number of ranks.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -32,9 +33,11 @@ const cpu::HessianAccumulator& hessian_for(const LayerCalibration& calib, const 
 // Quantizes the seven linears of `layer` as `choices` (its entries of the allocation) say.
 // `calib` may be null when no module uses GPTQ (rel_error is then measured with H = I,
 // i.e. the plain weight error). With `comm` of size > 1, GPTQ rows are split across ranks
-// and gathered everywhere; every rank returns the same result.
+// and gathered everywhere; every rank returns the same result. `after_module(n)` runs after
+// the n-th linear (the job's progress and fault points).
 std::vector<QuantizedModule> quantize_layer(const LayerWeights& weights, const std::vector<ModuleChoice>& choices,
-                                            const LayerCalibration* calib, Comm* comm);
+                                            const LayerCalibration* calib, Comm* comm,
+                                            const std::function<void(size_t)>& after_module = nullptr);
 
 // The layer with each quantized linear replaced by its dequantized weights.
 LayerWeights dequantized_layer(const LayerWeights& weights, const std::vector<QuantizedModule>& modules);

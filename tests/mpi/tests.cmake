@@ -6,3 +6,11 @@ foreach(model stories synth)
 endforeach()
 add_test(NAME mpi.rank_failure COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/rank_failure.sh)
 set_tests_properties(mpi.rank_failure PROPERTIES LABELS "mpi" ENVIRONMENT "${SHARDQ_TEST_ENV}" TIMEOUT 600 PROCESSORS 2)
+# Kill at every fault point, resume, compare bit for bit (issue: resume and fault tolerance).
+foreach(schedule sequential pipeline)
+  foreach(np 1 3)
+    add_test(NAME mpi.resume_${schedule}_np${np} COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/resume.sh ${schedule} ${np})
+    set_tests_properties(mpi.resume_${schedule}_np${np} PROPERTIES LABELS "mpi" ENVIRONMENT "${SHARDQ_TEST_ENV}"
+                         TIMEOUT 900 PROCESSORS 2)
+  endforeach()
+endforeach()

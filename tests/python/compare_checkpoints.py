@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Compare two shardq checkpoints through their model.h5: every tensor (quantized groups'
 datasets and attributes, float datasets) must be bit-identical, and the manifests equal
-apart from timings, rank/shard placement and the output path.
+apart from timings, rank/shard placement, the output path, the resume flag and what the
+run did (the "run" record: resumed, work counts).
 
 usage: compare_checkpoints.py CKPT_A CKPT_B
 Exit 0 when equal; otherwise prints the first differences and exits 1.
@@ -35,8 +36,10 @@ def manifest(path):
         m = json.load(f)
     m["summary"].pop("phase_seconds", None)
     m["spec"].pop("output", None)
+    m["spec"].pop("resume", None)
     m.pop("shards", None)
     m.pop("ranks", None)
+    m.pop("run", None)
     for layer in m["layers"]:
         layer.pop("shard", None)
     return m

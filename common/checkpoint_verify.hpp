@@ -1,0 +1,45 @@
+// Verification of a checkpoint directory against its checksums (`shardq inspect --verify`,
+// and the first step of every resume): each shard file the journal or the manifest lists is
+// re-read and its sha256 compared, and every decoder layer is reported as committed and
+// intact, or missing, or bad.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/checkpoint_journal.hpp"
+
+namespace shardq {
+
+enum class shard_state { ok, missing, bad };
+const char* shard_state_name(shard_state s);
+
+struct ShardCheck {
+  int index = 0;
+  std::string file;
+  std::vector<int> layers;
+  shard_state state = shard_state::ok;
+  std::string detail;  // what is wrong ("sha256 ... != recorded ...", "file is missing")
+};
+
+// Re-hashes DIR/s.file and compares with the recorded sha256.
+ShardCheck verify_shard(const std::filesystem::path& dir, const JournalShard& s);
+
+struct VerifyReport {
+  bool has_manifest = false;  // manifest.json present: the job finished
+  bool has_journal = false;
+  int num_layers = 0;         // decoder layers of the model (-1 when unknown)
+  std::vector<ShardCheck> shards;
+  std::vector<int> layers_missing;  // not committed by the journal / not in the manifest
+  std::vector<int> layers_bad;      // committed, but the shard file is missing or damaged
+  bool ok() const;                  // complete and every checksum matches
+  nlohmann::json to_json() const;
+};
+
+// Throws io_error when DIR has neither a journal nor a manifest, or they cannot be parsed.
+VerifyReport checkpoint_verify(const std::filesystem::path& dir);
+
+}  // namespace shardq

@@ -1,0 +1,195 @@
+#include "coordinator/resume.hpp"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "common/checkpoint.hpp"
+#include "common/checkpoint_verify.hpp"
+#include "common/error.hpp"
+#include "common/manifest.hpp"
+#include "common/safetensors.hpp"
+#include "common/sha256.hpp"
+#include "coordinator/shard_output.hpp"
+
+#ifndef SHARDQ_VERSION
+#define SHARDQ_VERSION "dev"
+#endif
+
+namespace shardq {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// The spec fields that decide the result (see resume.hpp): all but where things are and how
+// the ranks talk.
+json result_spec(const JobSpec& s) {
+  json j = job_spec_to_json(s);
+  for (const char* key : {"model", "output", "comm", "resume"}) j.erase(key);
+  j["calibration"].erase("path");
+  return j;
+}
+
+// The first field where two spec objects differ, as "a.b", with both values.
+bool first_difference(const json& was, const json& now, const std::string& prefix, std::string& field, std::string& detail) {
+  if (was.is_object() && now.is_object()) {
+    for (const auto& [key, value] : was.items()) {
+      const std::string path = prefix.empty() ? key : prefix + "." + key;
+      if (!now.contains(key)) {
+        field = path;
+        detail = fmt::format("{} in the interrupted job, absent now", value.dump());
+        return true;
+      }
+      if (first_difference(value, now.at(key), path, field, detail)) return true;
+    }
+    for (const auto& [key, value] : now.items()) {
+      if (!was.contains(key)) {
+        field = prefix.empty() ? key : prefix + "." + key;
+        detail = fmt::format("absent in the interrupted job, {} now", value.dump());
+        return true;
+      }
+    }
+    return false;
+  }
+  if (was == now) return false;
+  field = prefix;
+  detail = fmt::format("{} in the interrupted job, {} now", was.dump(), now.dump());
+  return true;
+}
+
+constexpr const char* start_over = "to start over instead, use --force without --resume";
+
+void check_same_identity(const JobPlan& p, const json& was, const json& now) {
+  const std::string out = p.spec.output;
+  if (was.value("shardq", "") != now.value("shardq", ""))
+    throw spec_error("resume", fmt::format("the checkpoint in '{}' was started by shardq {}, this is {}; {}", out,
+                                           was.value("shardq", "?"), now.value("shardq", "?"), start_over));
+  std::string field, detail;
+  if (first_difference(was.at("spec"), now.at("spec"), "", field, detail))
+    throw spec_error(field, fmt::format("differs from the job being resumed in '{}' ({}); {}", out, detail, start_over));
+  const json& files_was = was.at("model_files");
+  const json& files_now = now.at("model_files");
+  for (const json& f : files_was) {
+    const std::string name = f.at("name");
+    const auto it = std::find_if(files_now.begin(), files_now.end(), [&](const json& g) { return g.at("name") == name; });
+    if (it == files_now.end())
+      throw spec_error("model", fmt::format("'{}' no longer has '{}', which the job being resumed in '{}' read; {}",
+                                            p.spec.model, name, out, start_over));
+    if (it->at("sha256") != f.at("sha256"))
+      throw spec_error("model", fmt::format("'{}' in '{}' changed since the job in '{}' started (sha256 {} now, {} then); {}",
+                                            name, p.spec.model, out, it->at("sha256").get<std::string>().substr(0, 16),
+                                            f.at("sha256").get<std::string>().substr(0, 16), start_over));
+  }
+  if (files_now.size() != files_was.size())
+    throw spec_error("model", fmt::format("'{}' has other files than when the job in '{}' started; {}", p.spec.model, out, start_over));
+  if (was.at("calibration") != now.at("calibration")) {
+    const bool file_changed = was["calibration"].value("file_sha256", "") != now["calibration"].value("file_sha256", "");
+    throw spec_error("calibration.path",
+                     fmt::format("'{}' {} since the job in '{}' started; {}", p.spec.calibration.path,
+                                 file_changed ? "changed" : "gives other calibration tokens (tokenizer changed?)", out,
+                                 start_over));
+  }
+  if (was.at("shard_layers") != now.at("shard_layers") || was.at("num_layers") != now.at("num_layers"))
+    throw spec_error("resume", fmt::format("the shard layout of '{}' differs from this job's; {}", out, start_over));
+}
+
+void remove_owned(const fs::path& dir, const std::string& file) {
+  if (file.empty() || file.find('/') != std::string::npos) return;
+  std::error_code ec;
+  fs::remove(dir / file, ec);
+  io_check(!ec, "cannot remove '{}': {}", (dir / file).string(), ec.message());
+}
+
+}  // namespace
+
+json job_identity(const JobPlan& p) {
+  const fs::path model_dir = p.spec.model;
+  json files = json::array();
+  files.push_back({{"name", "config.json"}, {"sha256", sha256_file(model_dir / "config.json")}});
+  const SafetensorsModel model(p.spec.model);
+  for (const std::string& f : model.files()) files.push_back({{"name", f}, {"sha256", sha256_file(model_dir / f)}});
+  if (fs::exists(model_dir / "model.safetensors.index.json"))
+    files.push_back({{"name", "model.safetensors.index.json"}, {"sha256", sha256_file(model_dir / "model.safetensors.index.json")}});
+  json calibration = json::object();
+  if (!p.spec.calibration.path.empty()) {
+    calibration["file_sha256"] = sha256_file(p.spec.calibration.path);
+    calibration["tokens_sha256"] = sha256_hex(std::span(reinterpret_cast<const std::byte*>(p.windows.data()),
+                                                        p.windows.size() * sizeof(int32_t)));
+  }
+  return {{"shardq", SHARDQ_VERSION},
+          {"spec", result_spec(p.spec)},
+          {"model_files", files},
+          {"calibration", calibration},
+          {"num_layers", p.config.num_layers},
+          {"shard_layers", checkpoint_shard_layers(p.config)}};
+}
+
+void resume_check(JobPlan& p) {
+  const fs::path dir = p.spec.output;
+  const int n_shards = static_cast<int>(checkpoint_shard_layers(p.config).size());
+  p.committed.assign(static_cast<size_t>(n_shards), 0);
+  p.resumed = false;
+  if (!p.spec.resume) return;
+  std::error_code ec;
+  if (!journal_exists(dir)) {
+    if (fs::exists(dir, ec) && !fs::is_empty(dir, ec))
+      throw spec_error("resume", fmt::format("'{}' has no {} to resume from (not a shardq job's output, or written "
+                                             "before journals existed); {}", p.spec.output, journal_file_name, start_over));
+    p.resume_report = {{"resumed", false}, {"reason", "nothing to resume: the job starts from the beginning"}};
+    return;
+  }
+  const Journal journal = journal_read(dir);
+  check_same_identity(p, journal.identity, p.identity);
+
+  json bad = json::array();
+  int reused = 0;
+  for (const auto& [index, entry] : journal.shards) {
+    if (index < 0 || index >= n_shards) throw io_error(fmt::format("'{}': shard index {} out of range", (dir / journal_file_name).string(), index));
+    const ShardCheck c = verify_shard(dir, entry);
+    if (c.state == shard_state::ok) {
+      p.committed[static_cast<size_t>(index)] = 1;
+      ++reused;
+    } else {
+      bad.push_back({{"file", c.file}, {"layers", c.layers}, {"state", shard_state_name(c.state)}, {"detail", c.detail}});
+    }
+  }
+  p.resumed = true;
+  if (journal.measure) {
+    p.scores = precision_scores_from_json(journal.measure->at("scores"));
+    p.allocation = allocation_from_json(journal.measure->at("allocation"), p.config);
+    p.measure_journalled = true;
+  }
+  std::vector<int> redo;
+  for (int i = 0; i < n_shards; ++i) {
+    if (!p.committed[static_cast<size_t>(i)]) redo.push_back(i);
+  }
+  p.resume_report = {{"resumed", true},
+                     {"shards_total", n_shards},
+                     {"shards_reused", reused},
+                     {"shards_redo", redo},
+                     {"damaged", bad},
+                     {"measure_reused", journal.measure.has_value()},
+                     {"torn_journal_line", journal.torn_tail}};
+}
+
+JournalWriter prepare_output(const JobPlan& p) {
+  const fs::path dir = p.spec.output;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  io_check(!ec, "cannot create output directory '{}': {}", p.spec.output, ec.message());
+  // Nothing may claim completion while the checkpoint is being (re)written.
+  remove_owned(dir, manifest_file_name);
+  if (p.resumed) return JournalWriter::resume(dir, journal_read(dir));
+  // A fresh start over an earlier job's output (--force): remove what that job recorded.
+  if (journal_exists(dir)) {
+    try {
+      for (const auto& [index, s] : journal_read(dir).shards) remove_owned(dir, s.file);
+    } catch (const io_error&) {
+      // A damaged journal: the files it named cannot be known; they are overwritten below.
+    }
+  }
+  remove_owned(dir, checkpoint_master_name);
+  return JournalWriter::create(dir, p.identity);
+}
+
+}  // namespace shardq

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Resume after SIGKILL (issue: resume and fault tolerance). For one schedule and rank count:
+# an uninterrupted reference run; then, for each kill point (during calibration, in the middle
+# of quantizing a layer, while a shard file is being written, after a shard is published but
+# before its journal line, after the last layer but before the manifest), a run killed there
+# and a --resume run. Every resumed checkpoint must be bit-identical to the reference (every
+# shard file byte for byte, every tensor through model.h5, the manifest up to timings), and
+# the resumed run must redo exactly the shards the journal did not commit. Prints the work
+# each resume did as a fraction of the whole job.
+# usage: resume.sh sequential|pipeline NP
+set -euo pipefail
+: "${SHARDQ_BIN:?}" "${SHARDQ_SHARED:?}" "${SHARDQ_SOURCE:?}"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+schedule=$1 np=$2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+py=/usr/bin/python3
+"$SHARDQ_BIN" convert llama2c "$SHARDQ_SHARED/models/stories260K/stories260K.bin" \
+  --tokenizer "$SHARDQ_SHARED/models/stories260K/tok512.bin" --output "$work/model" 2>/dev/null
+args=(--model "$work/model" --calibration "$SHARDQ_SHARED/data/tinystories/calib.txt" --samples 16 --seq-len 128
+      --bits 4 --group-size 32 --schedule "$schedule")
+
+quantize() {  # quantize NP OUTPUT [more args]: the job under mpirun, JSON progress on stderr
+  local n=$1 out=$2
+  shift 2
+  mpirun --oversubscribe -np "$n" -x SHARDQ_FAULT "$SHARDQ_BIN" quantize "${args[@]}" --output "$out" --progress json "$@"
+}
+
+# The work event of a run's JSON progress, as "reused fraction".
+work_of() { grep '"event":"work"' "$1" | $py -c 'import json,sys; e=json.loads(sys.stdin.read()); print(e["shards_reused"], e["work_fraction"])'; }
+
+export SHARDQ_FAULT=
+quantize 1 "$work/ref" >/dev/null 2>"$work/ref.err"
+read -r reused fraction <<<"$(work_of "$work/ref.err")"
+[ "$reused" = 0 ] || { echo "the reference run reused $reused shards"; exit 1; }
+# The counted work of an uninterrupted run is the whole job, as work_meter.hpp computes it.
+$py -c "import sys; sys.exit(0 if abs($fraction - 1.0) < 1e-9 else 1)" || { echo "uninterrupted work fraction $fraction != 1"; exit 1; }
+
+# Kill points (common/fault.hpp): point:rank:index. rank -1 = whichever rank gets there.
+victim=$((np > 1 ? 1 : 0))
+if [ "$schedule" = sequential ]; then
+  points=("calibrate:$victim:2" "quantize:$victim:2" "shard_write:-1:3" "shard_closed:-1:1" "before_manifest:0:-1")
+else
+  points=("micro_batch:0:1" "quantize:$victim:3" "shard_write:-1:3" "shard_closed:-1:1" "before_manifest:0:-1")
+fi
+
+printf '%-22s %-9s %-16s %s\n' "killed at" "exit" "shards reused" "work on resume / whole job"
+for point in "${points[@]}"; do
+  out="$work/${point//[:-]/_}"
+  rc=0
+  SHARDQ_FAULT="$point:kill" quantize "$np" "$out" >/dev/null 2>"$out.kill.err" || rc=$?
+  [ "$rc" -ne 0 ] || { echo "$point: the job did not die"; exit 1; }
+  [ ! -e "$out/manifest.json" ] || { echo "$point: a manifest claims completion after the kill"; exit 1; }
+  # What the journal committed before the kill; the resume must redo exactly the rest.
+  committed=$($py -c "
+import json, sys
+lines = open('$out/journal.jsonl').read().split('\n')
+print(' '.join(sorted({str(json.loads(l)['entry']['shard']['index']) for l in lines[1:] if l and 'shard' in json.loads(l)['entry']}, key=int)))")
+  "$SHARDQ_BIN" inspect --verify "$out" >/dev/null 2>&1 && { echo "$point: verify accepts an unfinished checkpoint"; exit 1; }
+
+  quantize "$np" "$out" --resume >/dev/null 2>"$out.resume.err" || { echo "$point: resume failed"; cat "$out.resume.err"; exit 1; }
+  redo=$(grep '"event":"resume"' "$out.resume.err" | $py -c 'import json,sys; print(" ".join(map(str, json.loads(sys.stdin.read())["shards_redo"])))')
+  expect=$($py -c "c=set('$committed'.split()); print(' '.join(str(i) for i in range(6) if str(i) not in c))")
+  [ "$redo" = "$expect" ] || { echo "$point: resume redid shards [$redo], the journal lacked [$expect]"; exit 1; }
+  read -r reused fraction <<<"$(work_of "$out.resume.err")"
+  printf '%-22s %-9s %-16s %.3f\n' "$point" "$rc" "$reused/6" "$fraction"
+
+  "$SHARDQ_BIN" inspect --verify "$out" >/dev/null
+  for f in "$work/ref"/shard-*.h5; do
+    cmp -s "$f" "$out/$(basename "$f")" || { echo "$point: $(basename "$f") differs from the uninterrupted run"; exit 1; }
+  done
+  $py "$SHARDQ_SOURCE/tests/python/compare_checkpoints.py" "$work/ref" "$out" >/dev/null ||
+    { $py "$SHARDQ_SOURCE/tests/python/compare_checkpoints.py" "$work/ref" "$out"; exit 1; }
+done
+
+# A job killed with NP ranks resumes with another rank count: the shards do not depend on it.
+other=$((np > 1 ? 1 : 3))
+out="$work/other_np"
+SHARDQ_FAULT="shard_write:-1:3:kill" quantize "$np" "$out" >/dev/null 2>&1 || true
+quantize "$other" "$out" --resume >/dev/null 2>"$out.err" || { cat "$out.err"; exit 1; }
+$py "$SHARDQ_SOURCE/tests/python/compare_checkpoints.py" "$work/ref" "$out"
+echo "killed with $np ranks, resumed with $other: identical"
+echo ok
