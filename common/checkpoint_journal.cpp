@@ -114,6 +114,8 @@ Journal journal_read(const fs::path& dir) {
         j.shards[s.index] = std::move(s);
       } else if (entry.contains("measure")) {
         j.measure = entry["measure"];
+      } else if (entry.contains("hidden") && entry["hidden"].contains("layer")) {
+        j.hidden[entry["hidden"]["layer"].get<int>()] = entry["hidden"];
       } else {
         throw io_error(fmt::format("{}: unknown journal entry", context));
       }
@@ -163,5 +165,7 @@ void JournalWriter::append_entry(const json& entry) { write_all(fd_, entry_line(
 void JournalWriter::append_shard(const JournalShard& s) { append_entry({{"shard", journal_shard_to_json(s)}}); }
 
 void JournalWriter::append_measure(const json& decision) { append_entry({{"measure", decision}}); }
+
+void JournalWriter::append_hidden(const json& snapshot) { append_entry({{"hidden", snapshot}}); }
 
 }  // namespace shardq

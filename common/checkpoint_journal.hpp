@@ -7,6 +7,7 @@
 //   {"journal": "shardq-journal", "version": 1, "identity": {...}}          header, line 1
 //   {"entry": {"shard": {...}}, "sha256": "..."}                         a committed shard
 //   {"entry": {"measure": {...}}, "sha256": "..."}            the precision policy's decision
+//   {"entry": {"hidden": {"layer": l, "files": [...]}}, ...}   hidden states entering layer l
 // "sha256" is the digest of the entry's canonical dump (sorted keys), so a damaged line is
 // told apart from a valid one. A line cut short by a crash during its append is the only
 // damage a crash can cause (the file is append-only): it is ignored on read and cut off
@@ -48,6 +49,7 @@ struct Journal {
   nlohmann::json identity;
   std::map<int, JournalShard> shards;   // by shard index, the latest entry of each
   std::optional<nlohmann::json> measure;
+  std::map<int, nlohmann::json> hidden;  // snapshots of the hidden states, by layer they enter
   int64_t valid_bytes = 0;  // length of the intact prefix (complete, verified lines)
   bool torn_tail = false;   // the last line was cut short by a crash
 };
@@ -73,6 +75,7 @@ class JournalWriter {
 
   void append_shard(const JournalShard& s);
   void append_measure(const nlohmann::json& decision);
+  void append_hidden(const nlohmann::json& snapshot);  // {"layer": l, "files": [...]}
 
  private:
   JournalWriter(std::filesystem::path path, int fd) : path_(std::move(path)), fd_(fd) {}

@@ -86,6 +86,7 @@ json plan_to_json(const JobPlan& p) {
           {"resumed", p.resumed},
           {"committed", p.committed},
           {"measure_journalled", p.measure_journalled},
+          {"hidden_snapshot", p.hidden_snapshot},
           {"scores", precision_scores_to_json(p.scores)}};
 }
 
@@ -100,6 +101,7 @@ JobPlan plan_from_json(const json& j) {
   p.resumed = j.at("resumed").get<bool>();
   p.committed = j.at("committed").get<std::vector<uint8_t>>();
   p.measure_journalled = j.at("measure_journalled").get<bool>();
+  p.hidden_snapshot = j.at("hidden_snapshot");
   p.scores = precision_scores_from_json(j.at("scores"));
   return p;
 }

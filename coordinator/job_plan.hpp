@@ -32,6 +32,7 @@ struct JobPlan {
   bool resumed = false;
   std::vector<uint8_t> committed;
   bool measure_journalled = false;   // allocation and scores come from the journal
+  nlohmann::json hidden_snapshot;    // sequential: the snapshot to start from (null: embed)
   nlohmann::json identity;           // rank 0 only: job_identity()
   nlohmann::json resume_report;      // rank 0 only: what resume_check() found
   bool is_committed(int shard) const { return committed.at(static_cast<size_t>(shard)) != 0; }

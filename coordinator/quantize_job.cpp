@@ -23,6 +23,7 @@
 #include "common/tokenizer.hpp"
 #include "coordinator/allocation.hpp"
 #include "coordinator/plan.hpp"
+#include "coordinator/hidden_snapshot.hpp"
 #include "coordinator/job_plan.hpp"
 #include "coordinator/precision_policy.hpp"
 #include "coordinator/resume.hpp"
@@ -316,20 +317,54 @@ void run_sequential(Comm& comm, const JobPlan& p, Progress& progress, std::map<s
   const int last_missing = last_true(missing);
   const int mb0 = static_cast<int>(split_begin(p.n_micro_batches(), comm.size(), rank));
   const int mb1 = static_cast<int>(split_begin(p.n_micro_batches(), comm.size(), rank + 1));
-  std::vector<std::vector<float>> hidden;  // this rank's micro-batches
+  std::vector<std::vector<float>> hidden;  // this rank's micro-batches, entering layer `start`
+  int start = 0;
+  json snapshot = p.hidden_snapshot;      // the latest journalled snapshot (rank 0 removes older ones)
   if (!p.windows.empty() && last_missing >= 0) {
-    WeightsSelection sel;
-    sel.layer_begin = 0;
-    sel.layer_end = 0;
-    sel.head = false;
-    const ModelWeights embedding = model_weights_load(model, p.config, sel);
-    for (int m = mb0; m < mb1; ++m) hidden.push_back(embed_micro_batch(p, embedding, m));
+    if (!snapshot.is_null()) {
+      start = snapshot.at("layer").get<int>();
+      for (int m = mb0; m < mb1; ++m)
+        hidden.push_back(read_hidden_snapshot(p.spec.output, snapshot, m,
+                                              static_cast<size_t>(p.mb_size(m)) * p.seq_len * p.config.hidden_size));
+    } else {
+      WeightsSelection sel;
+      sel.layer_begin = 0;
+      sel.layer_end = 0;
+      sel.head = false;
+      const ModelWeights embedding = model_weights_load(model, p.config, sel);
+      for (int m = mb0; m < mb1; ++m) hidden.push_back(embed_micro_batch(p, embedding, m));
+    }
   }
+  double replay_since_snapshot = 0;  // propagation a resume from here would redo (rank 0's share)
+  SnapshotPolicy policy(static_cast<int64_t>(p.windows.size()) * p.config.hidden_size * static_cast<int64_t>(sizeof(float)));
   const auto propagate = [&](const LayerWeights& layer) {
+    const auto t0 = clock_type::now();
     for (int m = mb0; m < mb1; ++m) {
       layer_forward(p.config, layer, hidden[static_cast<size_t>(m - mb0)].data(), p.mb_size(m), p.seq_len);
       flops += layer_forward_flops(p.config, p.mb_size(m), p.seq_len);
     }
+    replay_since_snapshot += seconds_since(t0);
+  };
+  // After layer l is committed: maybe save the hidden states entering l + 1 (collective).
+  const auto maybe_snapshot = [&](int l) {
+    if (p.windows.empty() || l + 1 > last_missing) return;  // the same on every rank
+    std::string due = comm.is_root() && policy.due(replay_since_snapshot) ? "1" : "0";
+    comm.broadcast(due, 0);
+    if (due != "1") return;
+    const auto t0 = clock_type::now();
+    const json mine = write_hidden_snapshot(p.spec.output, l + 1, mb0, hidden);
+    const auto all = comm.gather(mine.dump(), 0);
+    if (!comm.is_root()) return;
+    json files = json::array();
+    for (const auto& part : all) {
+      for (const json& f : json::parse(part)) files.push_back(f);
+    }
+    const json taken{{"layer", l + 1}, {"files", files}};
+    journal->append_hidden(taken);
+    if (!snapshot.is_null()) remove_hidden_snapshot(p.spec.output, snapshot);
+    snapshot = taken;
+    policy.written(seconds_since(t0));
+    replay_since_snapshot = 0;
   };
   int done = 0;
   for (int l = 0; l < p.config.num_layers; ++l) done += missing[static_cast<size_t>(l)] ? 0 : 1;
@@ -338,7 +373,7 @@ void run_sequential(Comm& comm, const JobPlan& p, Progress& progress, std::map<s
     if (done > 0) progress.update(done);
   }
   double calibrate_s = 0, quantize_s = 0, replay_s = 0;
-  for (int l = 0; l <= last_missing; ++l) {
+  for (int l = start; l <= last_missing; ++l) {
     const auto choices = layer_choices(p.allocation, l);
     if (!missing[static_cast<size_t>(l)]) {
       if (hidden.empty()) continue;
@@ -373,6 +408,7 @@ void run_sequential(Comm& comm, const JobPlan& p, Progress& progress, std::map<s
       committed.push_back(commit_layer_shard(p.spec.output, model, l, weights, modules, calib.lim.score(), zd_score(weights), rank));
     journal_commits(comm, committed, journal);
     if (comm.is_root()) progress.update(++done);
+    maybe_snapshot(l);
   }
   phases["calibrate"] = calibrate_s;
   phases["quantize"] = quantize_s;
@@ -449,7 +485,10 @@ json quantize_job_run(Comm& comm, const json& spec_json, const JobOptions& optio
                  {"work_fraction", full > 0 ? work / full : 0.0}};
   progress.event({{"event", "work"}, {"shards_reused", reused}, {"shards_total", p.committed.size()},
                   {"work_gflop", work * 1e-9}, {"full_job_gflop", full * 1e-9}, {"work_fraction", full > 0 ? work / full : 0.0}});
-  json manifest = finalize_checkpoint(p, journal_read(p.spec.output), model, phases, ranks, run);
+  const Journal finished = journal_read(p.spec.output);
+  json manifest = finalize_checkpoint(p, finished, model, phases, ranks, run);
+  // Resume state the finished checkpoint no longer needs (hidden_snapshot.hpp).
+  for (const auto& [layer, snapshot] : finished.hidden) remove_hidden_snapshot(p.spec.output, snapshot);
   progress.event({{"event", "done"}, {"output", p.spec.output}, {"avg_bits", manifest["summary"]["avg_bits"]}});
   return manifest;
 }

@@ -9,6 +9,7 @@
 #include "common/manifest.hpp"
 #include "common/safetensors.hpp"
 #include "common/sha256.hpp"
+#include "coordinator/hidden_snapshot.hpp"
 #include "coordinator/shard_output.hpp"
 
 #ifndef SHARDQ_VERSION
@@ -159,6 +160,23 @@ void resume_check(JobPlan& p) {
     p.allocation = allocation_from_json(journal.measure->at("allocation"), p.config);
     p.measure_journalled = true;
   }
+  // The sequential schedule starts from the latest intact snapshot of the hidden states at
+  // or before the first missing layer (hidden_snapshot.hpp), else from the embedding.
+  int first_missing = p.config.num_layers;
+  for (int l = 0; l < p.config.num_layers; ++l) {
+    if (!p.committed[static_cast<size_t>(l)]) {
+      first_missing = l;
+      break;
+    }
+  }
+  if (p.spec.schedule == "sequential" && !p.windows.empty()) {
+    for (auto it = journal.hidden.rbegin(); it != journal.hidden.rend(); ++it) {
+      if (it->first > 0 && it->first <= first_missing && hidden_snapshot_intact(dir, it->second, p.n_micro_batches())) {
+        p.hidden_snapshot = it->second;
+        break;
+      }
+    }
+  }
   std::vector<int> redo;
   for (int i = 0; i < n_shards; ++i) {
     if (!p.committed[static_cast<size_t>(i)]) redo.push_back(i);
@@ -169,6 +187,7 @@ void resume_check(JobPlan& p) {
                      {"shards_redo", redo},
                      {"damaged", bad},
                      {"measure_reused", journal.measure.has_value()},
+                     {"hidden_snapshot_layer", p.hidden_snapshot.is_null() ? json(nullptr) : p.hidden_snapshot.at("layer")},
                      {"torn_journal_line", journal.torn_tail}};
 }
 

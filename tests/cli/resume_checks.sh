@@ -22,7 +22,7 @@ cp "$SHARDQ_SHARED/data/tinystories/calib.txt" "$work/calib.txt"
 # q [args]: the job; MODEL, BITS, GROUP and SAMPLES in the environment change one input.
 q() {
   "$SHARDQ_BIN" quantize --model "${MODEL:-$work/model}" --calibration "$work/calib.txt" --samples "${SAMPLES:-16}" \
-    --seq-len 128 --bits "${BITS:-4}" --group-size "${GROUP:-32}" --schedule sequential --blas-threads 1 "$@"
+    --seq-len 128 --bits "${BITS:-4}" --group-size "${GROUP:-32}" --schedule sequential "$@"
 }
 same() { $py "$SHARDQ_SOURCE/tests/python/compare_checkpoints.py" "$work/ref" "$1" >/dev/null || fail "$1 differs from the reference"; }
 one_line() {  # one_line FILE: exactly one line on stderr

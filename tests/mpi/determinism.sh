@@ -24,6 +24,11 @@ for schedule in sequential pipeline; do
     mpirun --oversubscribe -np $np "$SHARDQ_BIN" quantize --model "$work/model" --output "$work/$schedule-$np" \
       "${calib[@]}" --bits 4 --group-size 32 --schedule $schedule --quiet >/dev/null
   done
+  # One process with 3 worker threads: the thread count must not change the bits either.
+  "$SHARDQ_BIN" quantize --model "$work/model" --output "$work/$schedule-threads" "${calib[@]}" --bits 4 --group-size 32 \
+    --schedule $schedule --blas-threads 3 --quiet >/dev/null
+  echo "$1 $schedule: np 1 vs 1 process with 3 threads"
+  /usr/bin/python3 "$SHARDQ_SOURCE/tests/python/compare_checkpoints.py" "$work/$schedule-1" "$work/$schedule-threads"
   for np in 2 3; do
     echo "$1 $schedule: np 1 vs np $np"
     /usr/bin/python3 "$SHARDQ_SOURCE/tests/python/compare_checkpoints.py" "$work/$schedule-1" "$work/$schedule-$np"

@@ -23,13 +23,16 @@ args=(--model "$work/model" --calibration "$SHARDQ_SHARED/data/tinystories/calib
 quantize() {  # quantize NP OUTPUT [more args]: the job under mpirun, JSON progress on stderr
   local n=$1 out=$2
   shift 2
-  mpirun --oversubscribe -np "$n" -x SHARDQ_FAULT "$SHARDQ_BIN" quantize "${args[@]}" --output "$out" --progress json "$@"
+  mpirun --oversubscribe -np "$n" -x SHARDQ_FAULT -x SHARDQ_HIDDEN_SNAPSHOTS "$SHARDQ_BIN" quantize "${args[@]}" \
+    --output "$out" --progress json "$@"
 }
 
 # The work event of a run's JSON progress, as "reused fraction".
 work_of() { grep '"event":"work"' "$1" | $py -c 'import json,sys; e=json.loads(sys.stdin.read()); print(e["shards_reused"], e["work_fraction"])'; }
 
-export SHARDQ_FAULT=
+# Hidden-state snapshots (coordinator/hidden_snapshot.hpp) off for the kill matrix: with
+# them, the sequential resume would not replay committed layers; they get their own case below.
+export SHARDQ_FAULT= SHARDQ_HIDDEN_SNAPSHOTS=off
 quantize 1 "$work/ref" >/dev/null 2>"$work/ref.err"
 read -r reused fraction <<<"$(work_of "$work/ref.err")"
 [ "$reused" = 0 ] || { echo "the reference run reused $reused shards"; exit 1; }
@@ -72,6 +75,23 @@ print(' '.join(sorted({str(json.loads(l)['entry']['shard']['index']) for l in li
   $py "$SHARDQ_SOURCE/tests/python/compare_checkpoints.py" "$work/ref" "$out" >/dev/null ||
     { $py "$SHARDQ_SOURCE/tests/python/compare_checkpoints.py" "$work/ref" "$out"; exit 1; }
 done
+
+if [ "$schedule" = sequential ]; then
+  # With a snapshot after every layer, a resume starts at the first missing layer instead of
+  # replaying the committed ones: same bits, less work. The finished job removes them.
+  out="$work/snapshots"
+  SHARDQ_HIDDEN_SNAPSHOTS=every SHARDQ_FAULT="shard_write:-1:3:kill" quantize "$np" "$out" >/dev/null 2>&1 && exit 1
+  ls "$out/hidden" | grep -q '^L00003-mb' || { echo "no snapshot entering layer 3"; ls "$out/hidden"; exit 1; }
+  ! ls "$out/hidden" | grep -q '^L00002-mb' || { echo "the older snapshot was not removed"; exit 1; }
+  SHARDQ_HIDDEN_SNAPSHOTS=every quantize "$np" "$out" --resume >/dev/null 2>"$out.err" || { cat "$out.err"; exit 1; }
+  grep -q '"hidden_snapshot_layer":3' "$out.err" || { echo "the resume did not start from the snapshot"; exit 1; }
+  read -r reused with_snapshot <<<"$(work_of "$out.err")"
+  read -r _ without <<<"$(work_of "$work/shard_write__1_3.resume.err")"
+  echo "killed at shard_write:-1:3: work on resume $with_snapshot with hidden-state snapshots, $without without"
+  $py -c "import sys; sys.exit(0 if $with_snapshot < $without else 1)" || { echo "snapshots did not save work"; exit 1; }
+  [ ! -e "$out/hidden" ] || { echo "the finished job left its snapshots"; exit 1; }
+  $py "$SHARDQ_SOURCE/tests/python/compare_checkpoints.py" "$work/ref" "$out"
+fi
 
 # A job killed with NP ranks resumes with another rank count: the shards do not depend on it.
 other=$((np > 1 ? 1 : 3))

@@ -211,11 +211,20 @@ case_restart() {
   api GET "/v1/jobs/$c"; body=$BODY
   grep -q "gone\|status" <<<"$(jget "$body" 'j["error"]')" || fail "no reason given: $body"
   echo "c failed with: $(jget "$body" 'j["error"]')"
-  # It resumes: queued again with "resume": true, then runs to the end.
+  # It resumes: queued again with "resume": true, then runs to the end, continuing the
+  # journal the killed run started (its committed layers are not redone).
+  local had_journal=no
+  [ -f "$work/data/out_c/journal.jsonl" ] && had_journal=yes
   api POST "/v1/jobs/$c/resume"; body=$BODY; [ "$STATUS" = 202 ] || fail "resume $STATUS $body"
   [ "$(jget "$(apib GET "/v1/jobs/$c")" 'j["spec"]["resume"]')" = True ] || fail "resume flag not in the spec"
   grep -q '"resume": true' "$work/state/jobs/$c/spec.json" || fail "spec.json not rewritten"
   wait_state "$c" succeeded 180
+  api GET "/v1/jobs/$c/manifest"; body=$BODY
+  if [ "$had_journal" = yes ]; then
+    [ "$(jget "$body" 'j["run"]["resumed"]')" = True ] || fail "the resumed job did not continue its journal"
+  fi
+  echo "c resumed (journal before: $had_journal): $(jget "$body" 'j["run"]["shards_reused"]') of" \
+    "$(jget "$body" 'j["run"]["shards_total"]') shards reused, work fraction $(jget "$body" 'j["run"]["work_fraction"]')"
 }
 
 case_cancel() {
