@@ -16,11 +16,23 @@ herr_t deepest_error(unsigned, const H5E_error2_t* e, void* out) {
   return 0;
 }
 
+// The POSIX driver's descriptions carry the whole write call ("file write failed: time =
+// ..., errno = 28, error message = 'No space left on device', buf = ..."): keep the reason.
+std::string system_reason(const std::string& message) {
+  const std::string key = "error message = '";
+  const auto at = message.find(key);
+  if (at == std::string::npos) return message;
+  const auto end = message.find('\'', at + key.size());
+  if (end == std::string::npos) return message;
+  const std::string what = message.substr(0, message.find(':'));
+  return fmt::format("{}: {}", what, message.substr(at + key.size(), end - at - key.size()));
+}
+
 std::string take_error_message() {
   std::string message;
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, deepest_error, &message);
   H5Eclear2(H5E_DEFAULT);
-  return message.empty() ? "unknown HDF5 error" : message;
+  return message.empty() ? "unknown HDF5 error" : system_reason(message);
 }
 
 std::string object_path(const std::string& parent, const std::string& name) {

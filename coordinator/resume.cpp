@@ -202,7 +202,9 @@ JournalWriter prepare_output(const JobPlan& p) {
   // A fresh start over an earlier job's output (--force): remove what that job recorded.
   if (journal_exists(dir)) {
     try {
-      for (const auto& [index, s] : journal_read(dir).shards) remove_owned(dir, s.file);
+      const Journal old = journal_read(dir);
+      for (const auto& [index, s] : old.shards) remove_owned(dir, s.file);
+      for (const auto& [layer, snapshot] : old.hidden) remove_hidden_snapshot(dir, snapshot);
     } catch (const io_error&) {
       // A damaged journal: the files it named cannot be known; they are overwritten below.
     }

@@ -11,11 +11,14 @@
 // (and shards never committed) are redone. What the remaining layers need is recomputed,
 // not stored: the Hessians of a 400B model's layers would take ~1.8 TB (126 layers × (3 ×
 // 16384² + 53248²) × 4 B), more than the model, and recomputing a layer's statistics costs
-// about what writing and reading them back would. The sequential schedule recomputes the
-// hidden states entering the first missing layer by running the calibration set through
-// the committed layers as stored (dequantized) — one forward pass per committed layer, a
-// fraction of the layer's full cost (calibration forward, Hessian, GPTQ, propagation), which
-// the job measures and reports (work_fraction in the manifest's "run").
+// about what writing and reading them back would. The hidden states entering the first
+// missing layer (sequential schedule) are the exception: they are the size of the
+// calibration set's activations (128 × 2048 × 16384 × 4 B = 17 GB for a 400B model), and
+// recomputing them replays every committed layer (a forward pass each, ~40% of a layer's
+// work at Llama-3-8B shapes). So they are snapshotted when replaying would cost more than
+// writing (coordinator/hidden_snapshot.hpp), and the resume starts from the latest intact
+// snapshot, replaying through committed layers (as stored, dequantized) only from there.
+// The job counts the work it does and reports it (work_fraction in the manifest's "run").
 #pragma once
 
 #include <optional>
