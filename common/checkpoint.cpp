@@ -195,8 +195,12 @@ void checkpoint_write_master(const std::filesystem::path& dir, const std::vector
 
 void checkpoint_finalize(const std::filesystem::path& dir, Manifest& manifest) {
   std::vector<std::string> files;
-  for (ManifestShard& s : manifest.shards) {
-    const std::string digest = sha256_file(dir / s.file);
+  std::vector<std::filesystem::path> paths;
+  for (const ManifestShard& s : manifest.shards) paths.push_back(dir / s.file);
+  const std::vector<std::string> digests = sha256_files(paths);
+  for (size_t i = 0; i < manifest.shards.size(); ++i) {
+    ManifestShard& s = manifest.shards[i];
+    const std::string& digest = digests[i];
     if (!s.sha256.empty() && s.sha256 != digest)
       throw io_error(fmt::format("'{}' changed after it was committed (sha256 {} != recorded {}); resume the job to redo it",
                                  (dir / s.file).string(), digest.substr(0, 16), s.sha256.substr(0, 16)));

@@ -9,6 +9,7 @@
 #include "common/error.hpp"
 #include "common/manifest.hpp"
 #include "common/sha256.hpp"
+#include "common/thread_pool.hpp"
 
 namespace shardq {
 
@@ -122,8 +123,12 @@ VerifyReport checkpoint_verify(const fs::path& dir) {
       expected[js.index] = js;
     }
   }
-  for (const auto& [index, s] : expected) {
-    ShardCheck c = verify_shard(dir, s);
+  std::vector<JournalShard> to_check;
+  for (const auto& [index, s] : expected) to_check.push_back(s);
+  std::vector<ShardCheck> checks(to_check.size());
+  parallel_for(static_cast<int>(to_check.size()),
+               [&](int i) { checks[static_cast<size_t>(i)] = verify_shard(dir, to_check[static_cast<size_t>(i)]); });
+  for (ShardCheck& c : checks) {
     if (c.state != shard_state::ok) {
       for (int l : c.layers) r.layers_bad.push_back(l);
     }

@@ -1,6 +1,8 @@
 // SHA-256 through OpenSSL's EVP interface; see sha256.hpp.
 #include "common/sha256.hpp"
 
+#include "common/thread_pool.hpp"
+
 #include <openssl/evp.h>
 
 #include <array>
@@ -71,6 +73,12 @@ std::string sha256_file(const std::filesystem::path& path) {
   }
   if (in.bad()) throw io_error(fmt::format("failed to read '{}' for sha256", path.string()));
   return h.hex();
+}
+
+std::vector<std::string> sha256_files(const std::vector<std::filesystem::path>& paths) {
+  std::vector<std::string> out(paths.size());
+  parallel_for(static_cast<int>(paths.size()), [&](int i) { out[static_cast<size_t>(i)] = sha256_file(paths[static_cast<size_t>(i)]); });
+  return out;
 }
 
 }  // namespace shardq

@@ -1,7 +1,9 @@
 #include "coordinator/job_plan.hpp"
 
 #include <algorithm>
+#include <filesystem>
 #include <memory>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -16,6 +18,7 @@
 namespace shardq {
 namespace {
 
+namespace fs = std::filesystem;
 using nlohmann::json;
 
 bool needs_calibration(const Allocation& a) {
@@ -69,10 +72,6 @@ JobPlan make_plan(const json& spec_json, const JobOptions& options, int n_ranks)
     p.windows = calibration_windows(stream, p.spec.calibration.samples, p.seq_len, p.spec.calibration.seed);
   }
   p.committed.assign(checkpoint_shard_layers(p.config).size(), 0);
-  if (!options.dry_run) {
-    p.identity = job_identity(p);
-    resume_check(p);
-  }
   return p;
 }
 
@@ -106,21 +105,55 @@ JobPlan plan_from_json(const json& j) {
   return p;
 }
 
-}  // namespace
 
-JobPlan broadcast_plan(Comm& comm, const json& spec_json, const JobOptions& options) {
-  std::string text, failure;
-  JobPlan p;
+// Runs `step` on rank 0; every rank then throws the same collective_error if it failed.
+template <typename Step>
+void root_step(Comm& comm, Step&& step) {
+  std::string failure;
   if (comm.is_root()) {
     try {
-      p = make_plan(spec_json, options, comm.size());
-      text = plan_to_json(p).dump();
+      step();
     } catch (const std::exception& e) {
       failure = e.what();
     }
   }
   comm.broadcast(failure, 0);
   if (!failure.empty()) throw collective_error(failure);
+}
+
+}  // namespace
+
+JobPlan broadcast_plan(Comm& comm, const json& spec_json, const JobOptions& options) {
+  JobPlan p;
+  root_step(comm, [&] { p = make_plan(spec_json, options, comm.size()); });
+  if (!options.dry_run) {
+    // The job's identity and what an interrupted run left (coordinator/resume.hpp); the
+    // hashing of model files and committed shards is split across the ranks.
+    std::vector<fs::path> model_files;
+    root_step(comm, [&] {
+      for (const std::string& f : model_identity_files(p)) model_files.push_back(fs::path(p.spec.model) / f);
+    });
+    const std::vector<std::string> model_digests = collective_sha256(comm, model_files);
+    std::optional<Journal> journal;
+    std::vector<fs::path> shard_files;
+    root_step(comm, [&] {
+      p.identity = job_identity(p, model_digests);
+      journal = resume_open(p);
+      if (journal) {
+        for (const auto& [index, s] : journal->shards) shard_files.push_back(fs::path(p.spec.output) / s.file);
+      }
+    });
+    const std::vector<std::string> shard_digests = collective_sha256(comm, shard_files);
+    root_step(comm, [&] {
+      if (journal) {
+        resume_decide(p, *journal, shard_digests);
+      } else if (p.spec.resume) {
+        p.resume_report = {{"resumed", false}, {"reason", "nothing to resume: the job starts from the beginning"}};
+      }
+    });
+  }
+  std::string text;
+  if (comm.is_root()) text = plan_to_json(p).dump();
   comm.broadcast(text, 0);
   std::vector<int32_t> windows = std::move(p.windows);
   comm.broadcast_vector(windows, 0);

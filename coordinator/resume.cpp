@@ -3,12 +3,15 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <optional>
+
 #include "common/checkpoint.hpp"
 #include "common/checkpoint_verify.hpp"
 #include "common/error.hpp"
 #include "common/manifest.hpp"
 #include "common/safetensors.hpp"
 #include "common/sha256.hpp"
+#include "common/thread_pool.hpp"
 #include "coordinator/hidden_snapshot.hpp"
 #include "coordinator/shard_output.hpp"
 
@@ -103,14 +106,52 @@ void remove_owned(const fs::path& dir, const std::string& file) {
 
 }  // namespace
 
-json job_identity(const JobPlan& p) {
-  const fs::path model_dir = p.spec.model;
-  json files = json::array();
-  files.push_back({{"name", "config.json"}, {"sha256", sha256_file(model_dir / "config.json")}});
+std::vector<std::string> collective_sha256(Comm& comm, const std::vector<fs::path>& root_paths) {
+  std::string list;
+  if (comm.is_root()) {
+    json j = json::array();
+    for (const fs::path& path : root_paths) j.push_back(path.string());
+    list = j.dump();
+  }
+  comm.broadcast(list, 0);
+  const auto paths = json::parse(list).get<std::vector<std::string>>();
+  std::vector<fs::path> mine;
+  for (size_t i = static_cast<size_t>(comm.rank()); i < paths.size(); i += static_cast<size_t>(comm.size()))
+    mine.push_back(paths[i]);
+  std::vector<std::string> digests(mine.size());
+  parallel_for(static_cast<int>(mine.size()), [&](int i) {
+    try {
+      digests[static_cast<size_t>(i)] = sha256_file(mine[static_cast<size_t>(i)]);
+    } catch (const std::exception&) {
+      // "" marks a file this rank could not read; the caller names it.
+    }
+  });
+  const auto parts = comm.gather(json(digests).dump(), 0);
+  if (!comm.is_root()) return {};
+  std::vector<std::string> out(paths.size());
+  for (size_t r = 0; r < parts.size(); ++r) {
+    const auto got = json::parse(parts[r]).get<std::vector<std::string>>();
+    for (size_t k = 0; k < got.size(); ++k) out[r + k * parts.size()] = got[k];
+  }
+  return out;
+}
+
+std::vector<std::string> model_identity_files(const JobPlan& p) {
+  std::vector<std::string> names{"config.json"};
   const SafetensorsModel model(p.spec.model);
-  for (const std::string& f : model.files()) files.push_back({{"name", f}, {"sha256", sha256_file(model_dir / f)}});
-  if (fs::exists(model_dir / "model.safetensors.index.json"))
-    files.push_back({{"name", "model.safetensors.index.json"}, {"sha256", sha256_file(model_dir / "model.safetensors.index.json")}});
+  for (const std::string& f : model.files()) names.push_back(f);
+  if (fs::exists(fs::path(p.spec.model) / "model.safetensors.index.json")) names.push_back("model.safetensors.index.json");
+  return names;
+}
+
+json job_identity(const JobPlan& p, const std::vector<std::string>& model_digests) {
+  const std::vector<std::string> names = model_identity_files(p);
+  json files = json::array();
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (model_digests.at(i).empty())
+      throw io_error(fmt::format("cannot read '{}' to hash it", (fs::path(p.spec.model) / names[i]).string()));
+    files.push_back({{"name", names[i]}, {"sha256", model_digests[i]}});
+  }
   json calibration = json::object();
   if (!p.spec.calibration.path.empty()) {
     calibration["file_sha256"] = sha256_file(p.spec.calibration.path);
@@ -125,34 +166,47 @@ json job_identity(const JobPlan& p) {
           {"shard_layers", checkpoint_shard_layers(p.config)}};
 }
 
-void resume_check(JobPlan& p) {
+std::optional<Journal> resume_open(const JobPlan& p) {
+  if (!p.spec.resume) return std::nullopt;
   const fs::path dir = p.spec.output;
-  const int n_shards = static_cast<int>(checkpoint_shard_layers(p.config).size());
-  p.committed.assign(static_cast<size_t>(n_shards), 0);
-  p.resumed = false;
-  if (!p.spec.resume) return;
   std::error_code ec;
   if (!journal_exists(dir)) {
     if (fs::exists(dir, ec) && !fs::is_empty(dir, ec))
       throw spec_error("resume", fmt::format("'{}' has no {} to resume from (not a shardq job's output, or written "
                                              "before journals existed); {}", p.spec.output, journal_file_name, start_over));
-    p.resume_report = {{"resumed", false}, {"reason", "nothing to resume: the job starts from the beginning"}};
-    return;
+    return std::nullopt;
   }
-  const Journal journal = journal_read(dir);
+  Journal journal = journal_read(dir);
   check_same_identity(p, journal.identity, p.identity);
+  const int n_shards = static_cast<int>(checkpoint_shard_layers(p.config).size());
+  for (const auto& [index, entry] : journal.shards) {
+    if (index < 0 || index >= n_shards)
+      throw io_error(fmt::format("'{}': shard index {} out of range", (dir / journal_file_name).string(), index));
+  }
+  return journal;
+}
 
+void resume_decide(JobPlan& p, const Journal& journal, const std::vector<std::string>& shard_digests) {
+  const fs::path dir = p.spec.output;
+  const int n_shards = static_cast<int>(checkpoint_shard_layers(p.config).size());
   json bad = json::array();
   int reused = 0;
+  size_t k = 0;
   for (const auto& [index, entry] : journal.shards) {
-    if (index < 0 || index >= n_shards) throw io_error(fmt::format("'{}': shard index {} out of range", (dir / journal_file_name).string(), index));
-    const ShardCheck c = verify_shard(dir, entry);
-    if (c.state == shard_state::ok) {
+    const std::string& digest = shard_digests.at(k++);
+    std::string state, detail;
+    if (digest.empty()) {
+      state = shard_state_name(shard_state::missing);
+      detail = "file is missing or unreadable";
+    } else if (digest != entry.sha256) {
+      state = shard_state_name(shard_state::bad);
+      detail = fmt::format("sha256 {} does not match the recorded {}", digest.substr(0, 16), entry.sha256.substr(0, 16));
+    } else {
       p.committed[static_cast<size_t>(index)] = 1;
       ++reused;
-    } else {
-      bad.push_back({{"file", c.file}, {"layers", c.layers}, {"state", shard_state_name(c.state)}, {"detail", c.detail}});
+      continue;
     }
+    bad.push_back({{"file", entry.file}, {"layers", entry.layers}, {"state", state}, {"detail", detail}});
   }
   p.resumed = true;
   if (journal.measure) {

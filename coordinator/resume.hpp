@@ -21,25 +21,39 @@
 // The job counts the work it does and reports it (work_fraction in the manifest's "run").
 #pragma once
 
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "comm/comm.hpp"
 #include "common/checkpoint_journal.hpp"
 #include "coordinator/job_plan.hpp"
 
 namespace shardq {
 
-// Rank 0: the identity of the planned job (see top). Hashes the model files.
-nlohmann::json job_identity(const JobPlan& p);
+// Collective: the sha256 of the files rank 0 names, each rank hashing every N-th file (a
+// 400B model's 800 GB take minutes on one core). A file that cannot be read gets "".
+// Returns the digests on rank 0, nothing elsewhere.
+std::vector<std::string> collective_sha256(Comm& comm, const std::vector<std::filesystem::path>& root_paths);
 
-// Rank 0, before any work: what DIR's journal contributes. Without a journal, nothing (an
-// empty or missing directory; a non-empty one is refused). With one, the identities must be
-// equal (spec_error naming the field, the model file or the calibration otherwise), and
-// every committed shard is verified. Fills p.committed, p.measure and p.resume_report.
-void resume_check(JobPlan& p);
+// The model files the identity covers (config.json, safetensors, index), relative names.
+std::vector<std::string> model_identity_files(const JobPlan& p);
+// Rank 0: the identity of the planned job (see top), from the digests of
+// model_identity_files() in that order.
+nlohmann::json job_identity(const JobPlan& p, const std::vector<std::string>& model_digests);
+
+// Rank 0, before any work: the journal an existing output directory holds for this job, or
+// none. Without a journal: an empty or missing directory is a fresh start, a non-empty one
+// is refused. With one, the identities must be equal (spec_error naming the field, the model
+// file or the calibration otherwise).
+std::optional<Journal> resume_open(const JobPlan& p);
+// Rank 0: decides from `journal` and the digests of its shard files (journal.shards in
+// order) what is committed and where the sequential schedule starts. Fills p.committed,
+// p.resumed, p.measure_journalled (+ allocation, scores), p.hidden_snapshot, p.resume_report.
+void resume_decide(JobPlan& p, const Journal& journal, const std::vector<std::string>& shard_digests);
 
 // Rank 0, after the plan: creates the output directory, withdraws an old manifest.json,
 // and opens the journal — continued when p.resumed, else started afresh (with --force the

@@ -7,11 +7,21 @@
 #include <utility>
 #include <vector>
 
-#include "kernels/cpu/thread_pool.hpp"
+#include "common/thread_pool.hpp"
 
 namespace shardq::cpu {
 
 namespace {
+
+// OpenBLAS runs single-threaded; the tiles are spread over the worker threads instead
+// (common/thread_pool.hpp). Every wrapper calls this before its first BLAS/LAPACK call.
+void openblas_serial() {
+  static const bool once = [] {
+    openblas_set_num_threads(1);
+    return true;
+  }();
+  (void)once;
+}
 
 // The fixed tile grid (thread_pool.hpp: the bits must not depend on the thread count).
 // 256 × 256 tiles keep packing below 1% of a tile's flops and give enough tiles to share.
@@ -23,6 +33,7 @@ int64_t tiles_of(int64_t n) { return (n + tile - 1) / tile; }
 void tiled_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
                 const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   if (m <= 0 || n <= 0) return;
+  openblas_serial();
   const int64_t tm = tiles_of(m), tn = tiles_of(n);
   parallel_for(static_cast<int>(tm * tn), [&](int t) {
     const int64_t i0 = (t / tn) * tile, j0 = (t % tn) * tile;
@@ -65,6 +76,7 @@ namespace {
 void tiled_syrk_upper_tn(int64_t n, int64_t k, const float* x, int64_t ldx, float* c, int64_t ldc, float alpha,
                          float beta) {
   if (n <= 0) return;
+  openblas_serial();
   const int64_t tn = tiles_of(n);
   std::vector<std::pair<int64_t, int64_t>> blocks;
   for (int64_t i = 0; i < tn; ++i) {
@@ -93,7 +105,7 @@ void syrk_upper_tn(int64_t n, int64_t k, const float* x, float* c, float alpha, 
 // upper triangle updated by tiles. Each step is one single-threaded call per tile, so the
 // factor's bits do not depend on the thread count (LAPACK's threaded potrf: they do).
 int cholesky_upper(int64_t n, float* a) {
-  worker_threads();  // OpenBLAS single-threaded from here on (thread_pool.hpp)
+  openblas_serial();
   for (int64_t k0 = 0; k0 < n; k0 += tile) {
     const int64_t kb = std::min(tile, n - k0);
     float* akk = a + k0 * n + k0;
@@ -111,24 +123,25 @@ int cholesky_upper(int64_t n, float* a) {
   return 0;
 }
 
-// The remaining LAPACK calls run on OpenBLAS single-threaded (the pool, once created, keeps it
-// so; worker_threads() creates it) — their bits must not depend on the thread count either.
+// The remaining LAPACK calls run on OpenBLAS single-threaded too: their bits must not
+// depend on the thread count either.
 int cholesky_upper(int64_t n, double* a) {
-  worker_threads();
+  openblas_serial();
   return LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', n, a, n);
 }
 int cholesky_inverse_upper(int64_t n, float* a) {
-  worker_threads();
+  openblas_serial();
   return LAPACKE_spotri(LAPACK_ROW_MAJOR, 'U', n, a, n);
 }
 int cholesky_inverse_upper(int64_t n, double* a) {
-  worker_threads();
+  openblas_serial();
   return LAPACKE_dpotri(LAPACK_ROW_MAJOR, 'U', n, a, n);
 }
 
 // Columns [c0, c1) of U⁻¹ are zero below row c1, and their top c1 rows solve U[:c1,:c1] X = I:
 // one strsm per column tile, independent of each other (fixed grid, any thread count).
 int triangular_inverse_upper(int64_t n, float* a) {
+  openblas_serial();
   for (int64_t i = 0; i < n; ++i) {
     if (a[i * n + i] == 0.0f) return static_cast<int>(i + 1);
   }
@@ -143,7 +156,7 @@ int triangular_inverse_upper(int64_t n, float* a) {
   return 0;
 }
 int triangular_inverse_upper(int64_t n, double* a) {
-  worker_threads();
+  openblas_serial();
   return LAPACKE_dtrtri(LAPACK_ROW_MAJOR, 'U', 'N', n, a, n);
 }
 

@@ -39,7 +39,7 @@ int triangular_inverse_upper(int64_t n, float* a);
 int triangular_inverse_upper(int64_t n, double* a);
 
 // Threads the matrix products use (1 per MPI rank on a shared box). The products run as a
-// fixed grid of 256 × 256 tiles, one single-threaded OpenBLAS call each (thread_pool.hpp),
+// fixed grid of 256 × 256 tiles, one single-threaded OpenBLAS call each (common/thread_pool.hpp),
 // so their bits do not depend on this number. LAPACK calls run single-threaded.
 void blas_set_threads(int n);
 int blas_threads();

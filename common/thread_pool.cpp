@@ -1,27 +1,36 @@
-#include "kernels/cpu/thread_pool.hpp"
+#include "common/thread_pool.hpp"
 
-#include <cblas.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
 #include <exception>
 #include <mutex>
 #include <thread>
 #include <vector>
 
-namespace shardq::cpu {
+namespace shardq {
 namespace {
 
 thread_local bool inside_task = false;
 
+int default_threads() {
+  for (const char* var : {"OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"}) {
+    const char* v = std::getenv(var);
+    if (v && std::atoi(v) > 0) return std::atoi(v);
+  }
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+}
+
 class Pool {
  public:
-  Pool() {
-    threads_ = std::max(1, openblas_get_num_threads());
-    openblas_set_num_threads(1);
-  }
+  Pool() : threads_(default_threads()) {}
   ~Pool() { stop_workers(); }
 
   int threads() const { return threads_; }
@@ -30,7 +39,6 @@ class Pool {
     std::lock_guard run_lock(run_mutex_);
     stop_workers();
     threads_ = std::max(1, n);
-    openblas_set_num_threads(1);
   }
 
   void run(int n, const std::function<void(int)>& task) {
@@ -127,4 +135,4 @@ int worker_threads() { return pool().threads(); }
 void set_worker_threads(int n) { pool().set_threads(n); }
 void parallel_for(int n, const std::function<void(int)>& task) { pool().run(n, task); }
 
-}  // namespace shardq::cpu
+}  // namespace shardq
