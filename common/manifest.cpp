@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "common/atomic_file.hpp"
+#include "common/checkpoint_journal.hpp"
 #include "common/error.hpp"
 
 namespace shardq {
@@ -277,6 +278,10 @@ nlohmann::json manifest_read_json(const std::filesystem::path& path, std::string
   const std::filesystem::path file = is_dir ? path / manifest_file_name : path;
   std::ifstream in(file, std::ios::binary);
   if (!in) {
+    if (is_dir && journal_exists(path))
+      throw io_error(fmt::format("'{}' is an unfinished shardq checkpoint (a journal, no {}): `shardq inspect --verify` "
+                                 "lists its committed layers, `shardq quantize ... --resume` finishes it",
+                                 path.string(), manifest_file_name));
     if (is_dir) throw io_error(fmt::format("'{}' is not a complete shardq checkpoint: no {}", path.string(), manifest_file_name));
     throw io_error(fmt::format("cannot open manifest '{}'", file.string()));
   }

@@ -8,6 +8,7 @@
 
 #include "common/error.hpp"
 #include "common/checkpoint.hpp"
+#include "common/checkpoint_journal.hpp"
 #include "common/manifest.hpp"
 #include "common/safetensors.hpp"
 #include "kernels/checkpoint_load.hpp"
@@ -97,8 +98,10 @@ ModelWeights model_weights_load(const SafetensorsModel& model, const ModelConfig
 
 namespace {
 
+// A shardq checkpoint, finished or not (an unfinished one is refused by manifest_read with
+// a hint to resume it, instead of being taken for a model directory without config.json).
 bool is_checkpoint(const std::filesystem::path& path) {
-  return path.extension() == ".h5" || std::filesystem::exists(path / manifest_file_name);
+  return path.extension() == ".h5" || std::filesystem::exists(path / manifest_file_name) || journal_exists(path);
 }
 
 std::filesystem::path checkpoint_dir(const std::filesystem::path& path) {

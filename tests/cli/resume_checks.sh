@@ -8,7 +8,8 @@
 #   - a torn last journal line (a crash during its append) is cut off and the job resumes;
 #   - a full disk (writes to /dev/full: ENOSPC) and an unwritable output directory give one
 #     clear error, and the layers committed before stay intact;
-#   - --resume on a directory that is not a shardq job's output is refused.
+#   - --resume on a directory that is not a shardq job's output is refused;
+#   - inspect and eval refuse an unfinished checkpoint with a hint to resume it.
 set -euo pipefail
 : "${SHARDQ_BIN:?}" "${SHARDQ_SHARED:?}" "${SHARDQ_SOURCE:?}"
 work=$(mktemp -d)
@@ -60,6 +61,13 @@ echo "healed: layers 2 and 4 redone, identical to the uninterrupted run"
 # --- a changed spec, calibration or model is refused ---------------------------------------
 SHARDQ_FAULT="shard_write:0:3:kill" q --output "$work/part" --quiet 2>/dev/null && fail "the kill did not happen"
 cp -r "$work/part" "$work/part.before"
+# Readers refuse the unfinished checkpoint, saying what it is and how to finish it.
+for cmd in "inspect $work/part" "eval --model $work/part --text $work/calib.txt"; do
+  rc=0; "$SHARDQ_BIN" $cmd >/dev/null 2>"$work/unfinished.err" || rc=$?
+  [ "$rc" -ne 0 ] || fail "$cmd accepted an unfinished checkpoint"
+  one_line "$work/unfinished.err"
+  grep -q "unfinished.*--resume" "$work/unfinished.err" || { cat "$work/unfinished.err"; fail "$cmd: no hint"; }
+done
 expect_refusal() {  # expect_refusal WHAT PATTERN [VAR=VALUE...]
   local what=$1 pattern=$2 rc=0
   shift 2
