@@ -1,7 +1,5 @@
 #include "coordinator/shard_output.hpp"
 
-#include <chrono>
-
 #include <fmt/format.h>
 
 #include "common/checkpoint.hpp"
