@@ -25,27 +25,26 @@ const char* shard_state_name(shard_state s) {
   return "?";
 }
 
-ShardCheck verify_shard(const fs::path& dir, const JournalShard& s) {
+ShardCheck check_shard_digest(const JournalShard& s, const std::string& digest) {
   ShardCheck c{s.index, s.file, s.layers, shard_state::ok, {}};
-  std::error_code ec;
-  if (!fs::is_regular_file(dir / s.file, ec)) {
+  if (digest.empty()) {
     c.state = shard_state::missing;
-    c.detail = "file is missing";
-    return c;
-  }
-  std::string digest;
-  try {
-    digest = sha256_file(dir / s.file);
-  } catch (const io_error& e) {
-    c.state = shard_state::bad;
-    c.detail = e.what();
-    return c;
-  }
-  if (digest != s.sha256) {
+    c.detail = "file is missing or unreadable";
+  } else if (digest != s.sha256) {
     c.state = shard_state::bad;
     c.detail = fmt::format("sha256 {} does not match the recorded {}", digest.substr(0, 16), s.sha256.substr(0, 16));
   }
   return c;
+}
+
+ShardCheck verify_shard(const fs::path& dir, const JournalShard& s) {
+  std::string digest;
+  try {
+    digest = sha256_file(dir / s.file);
+  } catch (const io_error&) {
+    // missing or unreadable: check_shard_digest says so
+  }
+  return check_shard_digest(s, digest);
 }
 
 bool VerifyReport::ok() const {
@@ -53,13 +52,15 @@ bool VerifyReport::ok() const {
   return std::all_of(shards.begin(), shards.end(), [](const ShardCheck& c) { return c.state == shard_state::ok; });
 }
 
+json ShardCheck::to_json() const {
+  json e{{"index", index}, {"file", file}, {"layers", layers}, {"state", shard_state_name(state)}};
+  if (!detail.empty()) e["detail"] = detail;
+  return e;
+}
+
 json VerifyReport::to_json() const {
   json shard_list = json::array();
-  for (const ShardCheck& c : shards) {
-    json e{{"index", c.index}, {"file", c.file}, {"layers", c.layers}, {"state", shard_state_name(c.state)}};
-    if (!c.detail.empty()) e["detail"] = c.detail;
-    shard_list.push_back(e);
-  }
+  for (const ShardCheck& c : shards) shard_list.push_back(c.to_json());
   return {{"ok", ok()},
           {"complete", has_manifest},
           {"journal", has_journal},

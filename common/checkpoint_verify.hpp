@@ -23,8 +23,12 @@ struct ShardCheck {
   std::vector<int> layers;
   shard_state state = shard_state::ok;
   std::string detail;  // what is wrong ("sha256 ... != recorded ...", "file is missing")
+  nlohmann::json to_json() const;
 };
 
+// The state of shard `s` given the sha256 of its file as it is now ("" when the file is
+// missing or unreadable).
+ShardCheck check_shard_digest(const JournalShard& s, const std::string& digest);
 // Re-hashes DIR/s.file and compares with the recorded sha256.
 ShardCheck verify_shard(const std::filesystem::path& dir, const JournalShard& s);
 

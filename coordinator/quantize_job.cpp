@@ -474,7 +474,7 @@ json quantize_job_run(Comm& comm, const json& spec_json, const JobOptions& optio
   for (const auto& r : rank_info) ranks.push_back(json::parse(r));
   double work = 0;
   for (const auto& f : rank_flops) work += std::stod(f);
-  const double full = full_job_flops(p.config, p.allocation.modules, p.spec.schedule, p.samples(), p.seq_len);
+  const double full = full_job_flops(p.config, p.allocation, p.spec.schedule, p.samples(), p.seq_len);
   int reused = 0;
   for (uint8_t c : p.committed) reused += c;
   const json run{{"resumed", p.resumed},
@@ -483,8 +483,9 @@ json quantize_job_run(Comm& comm, const json& spec_json, const JobOptions& optio
                  {"work_gflop", work * 1e-9},
                  {"full_job_gflop", full * 1e-9},
                  {"work_fraction", full > 0 ? work / full : 0.0}};
-  progress.event({{"event", "work"}, {"shards_reused", reused}, {"shards_total", p.committed.size()},
-                  {"work_gflop", work * 1e-9}, {"full_job_gflop", full * 1e-9}, {"work_fraction", full > 0 ? work / full : 0.0}});
+  json work_event = run;
+  work_event["event"] = "work";
+  progress.event(work_event);
   const Journal finished = journal_read(p.spec.output);
   json manifest = finalize_checkpoint(p, finished, model, phases, ranks, run);
   // Resume state the finished checkpoint no longer needs (hidden_snapshot.hpp).

@@ -193,20 +193,13 @@ void resume_decide(JobPlan& p, const Journal& journal, const std::vector<std::st
   int reused = 0;
   size_t k = 0;
   for (const auto& [index, entry] : journal.shards) {
-    const std::string& digest = shard_digests.at(k++);
-    std::string state, detail;
-    if (digest.empty()) {
-      state = shard_state_name(shard_state::missing);
-      detail = "file is missing or unreadable";
-    } else if (digest != entry.sha256) {
-      state = shard_state_name(shard_state::bad);
-      detail = fmt::format("sha256 {} does not match the recorded {}", digest.substr(0, 16), entry.sha256.substr(0, 16));
-    } else {
+    const ShardCheck c = check_shard_digest(entry, shard_digests.at(k++));
+    if (c.state == shard_state::ok) {
       p.committed[static_cast<size_t>(index)] = 1;
       ++reused;
-      continue;
+    } else {
+      bad.push_back(c.to_json());
     }
-    bad.push_back({{"file", entry.file}, {"layers", entry.layers}, {"state", state}, {"detail", detail}});
   }
   p.resumed = true;
   if (journal.measure) {

@@ -42,10 +42,9 @@ class ShardBuilder {
     } else {
       const std::string tensor = m.name + ".weight";
       const Tensor t = model.load_fp32(tensor);
-      const dtype store = store_dtype_of(model.info(tensor));
-      writer_.write_float(tensor, t, store);
-      bytes_ += t.numel() * static_cast<int64_t>(dtype_size(store));
-      records_.modules.push_back(manifest_module_kept(m.name, layer, t.rows(), t.cols(), static_cast<int>(dtype_size(store))));
+      write_float(model, tensor, t);
+      const auto store_bytes = static_cast<int>(dtype_size(store_dtype_of(model.info(tensor))));
+      records_.modules.push_back(manifest_module_kept(m.name, layer, t.rows(), t.cols(), store_bytes));
     }
   }
 

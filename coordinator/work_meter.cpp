@@ -1,5 +1,6 @@
 #include "coordinator/work_meter.hpp"
 
+#include "coordinator/job_plan.hpp"
 #include "kernels/quant_types.hpp"
 
 namespace shardq {
@@ -26,15 +27,11 @@ double layer_quantize_flops(const std::vector<ModuleChoice>& choices) {
   return flops;
 }
 
-double full_job_flops(const ModelConfig& c, const std::vector<ModuleChoice>& allocation, const std::string& schedule,
-                      int samples, int seq_len) {
+double full_job_flops(const ModelConfig& c, const Allocation& allocation, const std::string& schedule, int samples,
+                      int seq_len) {
   double total = 0;
   for (int l = 0; l < c.num_layers; ++l) {
-    std::vector<ModuleChoice> choices;
-    for (const ModuleChoice& m : allocation) {
-      if (m.module.layer == l) choices.push_back(m);
-    }
-    total += layer_quantize_flops(choices);
+    total += layer_quantize_flops(layer_choices(allocation, l));
     if (samples == 0) continue;
     total += layer_forward_flops(c, samples, seq_len) + layer_hessian_flops(c, samples, seq_len);
     if (schedule == "sequential") total += layer_forward_flops(c, samples, seq_len);

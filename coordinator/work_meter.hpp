@@ -11,9 +11,11 @@
 // and never redone.
 #pragma once
 
+#include <string>
 #include <vector>
 
 #include "common/model_config.hpp"
+#include "coordinator/allocation.hpp"
 #include "worker/modules.hpp"
 
 namespace shardq {
@@ -26,7 +28,7 @@ double layer_quantize_flops(const std::vector<ModuleChoice>& choices);
 //   pipeline    every layer: forward + Hessians, then quantize
 //   sequential  every layer: forward + Hessians, quantize, forward with the quantized weights
 // (without calibration windows: quantize only).
-double full_job_flops(const ModelConfig& c, const std::vector<ModuleChoice>& allocation, const std::string& schedule,
-                      int samples, int seq_len);
+double full_job_flops(const ModelConfig& c, const Allocation& allocation, const std::string& schedule, int samples,
+                      int seq_len);
 
 }  // namespace shardq
