@@ -1,13 +1,17 @@
-// GPTQ on the GPU (kernels/cuda/gptq.hpp) next to the device's own cuBLAS sgemm and
-// device-to-device memcpy bandwidth, measured in the same run.
+// GPTQ on the GPU (kernels/cuda/gptq.hpp, gptq_factor.hpp) next to the device's own cuBLAS
+// sgemm and device-to-device memcpy bandwidth, measured in the same run.
 //
 // Cases: sgemm 4096³ and a 1 GiB cudaMemcpy (the peaks), then GPTQ 4-bit g128 asym act-order
-// (damp 0.01, block 128) of 4096×4096, 11008×4096 and 28672×8192 weights. H = 2/n XᵀX of 2048
-// random tokens is accumulated on the GPU outside the timed loop; the H⁻¹ factor (host LAPACK
-// in this first version) is timed separately ("factor") from the quantization of all rows on
-// the device ("rows"). After the runs, one JSON line with the figures (median and min of the
-// repetitions) and a correctness check: the GPU result's output error below RTN's and its codes
-// ≥ 99.9 % equal to the CPU tier's on the 4096 case.
+// (damp 0.01, block 128) of 4096×4096, 11008×4096, 4096×14336 (Llama-3-8B down_proj) and
+// 28672×8192 weights. H = 2/n XᵀX of 2048 random tokens is accumulated on the GPU and, with
+// W, uploaded outside the timed loop (the job engine keeps both on the device). Timed per
+// iteration, as the job engine runs it: the H⁻¹ factor on the GPU (gptq_prepare_cuda:
+// cuSOLVER, "factor"), the quantization of all rows with the dequantized weights written on
+// the device (gptq_quantize_rows_device, "rows"; the iteration time is factor + rows), and the
+// relative output error (relative_output_error_cuda, "error", reported apart). After the runs,
+// one JSON line with the figures (median and min of the repetitions) and a correctness check:
+// the GPU result's output error below RTN's and its codes ≥ 99.9 % equal to the CPU tier's on
+// the 4096 case.
 // Run: build-cuda/bench/bench_gpu_gptq [--benchmark_repetitions=3]   (prints a skip line and
 // exits 0 without a CUDA device or in a CPU-only build). PyTorch baseline:
 // bench/gptq_torch_reference.py on the same machine.
@@ -34,7 +38,9 @@ int main() {
 #include "kernels/cpu/pack.hpp"
 #include "kernels/cuda/cuda_check.hpp"
 #include "kernels/cuda/gptq.hpp"
+#include "kernels/cuda/gptq_factor.hpp"
 #include "kernels/cuda/hessian.hpp"
+#include "kernels/cuda/quant_error.hpp"
 #include "kernels/quantize.hpp"
 
 namespace {
@@ -130,18 +136,28 @@ void BM_cuda_gptq(benchmark::State& state) {
   const int64_t rows = state.range(0), cols = state.range(1);
   const std::string name = "gptq_" + std::to_string(rows) + "x" + std::to_string(cols);
   const Tensor& w = weight(rows, cols);
-  const Tensor& h = hessian(cols);
   const shardq::QuantConfig cfg = gptq_config();
+  cuda::unique_stream stream = cuda::make_stream();
+  const cuda::DeviceBuffer<float> d_h = cuda::to_device(hessian(cols).data), d_w = cuda::to_device(w.data);
+  cuda::DeviceBuffer<float> d_wq(w.data.size());
+  double error = 0.0;
   for (auto _ : state) {
-    shardq::cpu::GptqFactor factor;
-    const double f = timed(name + "_factor", [&] { factor = shardq::cpu::gptq_prepare(h, cfg); });
-    shardq::QuantizedLinear q = shardq::cpu::gptq_make_output(rows, factor, cfg);
-    const double r = timed(name + "_rows", [&] { cuda::gptq_quantize_rows_cuda(w, factor, cfg, 0, rows, q); });
+    cuda::GptqFactorCuda factor;
+    const double f = timed(name + "_factor", [&] { factor = cuda::gptq_prepare_cuda(d_h.get(), cols, cfg, stream.get()); });
+    shardq::QuantizedLinear q = factor.make_output(rows, cfg);
+    const double r = timed(name + "_rows", [&] {
+      cuda::gptq_quantize_rows_device(d_w.get(), rows, factor, cfg, 0, rows, q, d_wq.get(), stream.get());
+    });
+    timed(name + "_error", [&] {
+      error = cuda::relative_output_error_cuda(d_w.get(), d_wq.get(), d_h.get(), rows, cols, stream.get());
+    });
     state.SetIterationTime(f + r);
     benchmark::DoNotOptimize(q.qweight.data());
   }
   state.counters["factor_s"] = median(seconds[name + "_factor"]);
   state.counters["rows_s"] = median(seconds[name + "_rows"]);
+  state.counters["error_s"] = median(seconds[name + "_error"]);
+  state.counters["rel_error"] = error;
 }
 
 BENCHMARK(BM_cuda_sgemm_4096)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(5);
@@ -149,6 +165,7 @@ BENCHMARK(BM_cuda_memcpy_1GiB)->UseManualTime()->Unit(benchmark::kMillisecond)->
 BENCHMARK(BM_cuda_gptq)
     ->Args({4096, 4096})
     ->Args({11008, 4096})
+    ->Args({4096, 14336})
     ->Args({28672, 8192})
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond)
@@ -165,6 +182,7 @@ int main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   hessian(4096);  // outside every timed region
   hessian(8192);
+  hessian(14336);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -76,13 +77,45 @@ void group_params(const float* wt, const float* err_block, const float* u, int64
 
 }  // namespace
 
+GptqOrder gptq_order(std::vector<float> diag, bool act_order) {
+  const auto n = static_cast<int64_t>(diag.size());
+  GptqOrder o;
+  o.dead.assign(diag.size(), 0);
+  for (int64_t i = 0; i < n; ++i) {
+    if (diag[i] == 0.0f) {
+      o.dead[i] = 1;
+      diag[i] = 1.0f;
+    }
+  }
+  o.perm.resize(diag.size());
+  std::iota(o.perm.begin(), o.perm.end(), 0);
+  if (act_order)
+    std::stable_sort(o.perm.begin(), o.perm.end(), [&](int32_t a, int32_t b) { return diag[a] > diag[b]; });
+  double diag_sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) diag_sum += diag[o.perm[i]];
+  o.diag_mean = diag_sum / static_cast<double>(n);
+  return o;
+}
+
+float gptq_damped_factor(float first_damp, double diag_mean, const std::function<int(float add)>& factor,
+                         std::string_view what, std::string_view library) {
+  float damp = first_damp;
+  int info = 0;
+  for (int attempt = 0; attempt <= damp_retries; ++attempt) {
+    info = factor(static_cast<float>(damp * diag_mean));
+    if (info == 0) return damp;
+    damp = damp > 0.0f ? damp * 10.0f : 1e-4f;
+  }
+  throw error(fmt::format("{} is not positive definite even with damping {} x mean(diag H) ({} info {}); the "
+                          "calibration data may be degenerate",
+                          what, damp / 10.0f, library, info));
+}
+
 GptqFactor gptq_prepare(const Tensor& h, const QuantConfig& cfg) {
   quant_config_check(cfg);
   const int64_t n = h.rows();
   if (h.shape.size() != 2 || h.cols() != n || n < 1)
     throw error(fmt::format("gptq: Hessian must be square, got {}", shape_string(h.shape)));
-  GptqFactor f;
-  f.cols = n;
   std::vector<float> hs(static_cast<size_t>(n * n));
   for (int64_t i = 0; i < n; ++i) {
     for (int64_t j = i; j < n; ++j) {
@@ -93,54 +126,43 @@ GptqFactor gptq_prepare(const Tensor& h, const QuantConfig& cfg) {
       hs[j * n + i] = v;
     }
   }
-  f.dead.assign(static_cast<size_t>(n), 0);
-  for (int64_t i = 0; i < n; ++i) {
-    if (hs[i * n + i] == 0.0f) {
-      f.dead[i] = 1;
-      hs[i * n + i] = 1.0f;
-    }
-  }
-  f.perm.resize(static_cast<size_t>(n));
-  std::iota(f.perm.begin(), f.perm.end(), 0);
-  if (cfg.act_order) {
-    std::stable_sort(f.perm.begin(), f.perm.end(),
-                     [&](int32_t a, int32_t b) { return hs[a * n + a] > hs[b * n + b]; });
-  }
+  std::vector<float> diag(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) diag[i] = hs[i * n + i];
+  GptqOrder order = gptq_order(std::move(diag), cfg.act_order);
+  for (int64_t i = 0; i < n; ++i)
+    if (order.dead[i]) hs[i * n + i] = 1.0f;
   std::vector<float> hp(static_cast<size_t>(n * n));
-  double diag_sum = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    for (int64_t j = 0; j < n; ++j) hp[i * n + j] = hs[f.perm[i] * n + f.perm[j]];
-    diag_sum += hp[i * n + i];
-  }
-  const double diag_mean = diag_sum / static_cast<double>(n);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) hp[i * n + j] = hs[order.perm[i] * n + order.perm[j]];
 
-  float damp = cfg.damp;
-  int info = 0;
-  for (int attempt = 0; attempt <= damp_retries; ++attempt) {
-    std::vector<float> hd = hp;
-    const float add = static_cast<float>(damp * diag_mean);
-    for (int64_t i = 0; i < n; ++i) hd[i * n + i] += add;
-    info = hinv_cholesky_upper(n, hd, f.hinv_chol);
-    if (info == 0) {
-      f.damp = damp;
-      return f;
-    }
-    damp = damp > 0.0f ? damp * 10.0f : 1e-4f;
+  GptqFactor f;
+  f.cols = n;
+  f.damp = gptq_damped_factor(
+      cfg.damp, order.diag_mean,
+      [&](float add) {
+        std::vector<float> hd = hp;
+        for (int64_t i = 0; i < n; ++i) hd[i * n + i] += add;
+        return hinv_cholesky_upper(n, hd, f.hinv_chol);
+      },
+      fmt::format("gptq: Hessian {}", shape_string(h.shape)), "LAPACK");
+  f.perm = std::move(order.perm);
+  f.dead = std::move(order.dead);
+  return f;
+}
+
+QuantizedLinear gptq_make_output(int64_t rows, const std::vector<int32_t>& perm, const QuantConfig& cfg) {
+  const auto cols = static_cast<int64_t>(perm.size());
+  QuantizedLinear q = quantized_linear_alloc(quant_method::gptq, rows, cols, cfg.bits, cfg.group_size, cfg.sym, true);
+  if (cfg.act_order) {
+    const int64_t gcols = group_cols_of(cfg, cols);
+    q.g_idx.resize(static_cast<size_t>(cols));
+    for (int64_t i = 0; i < cols; ++i) q.g_idx[perm[i]] = static_cast<int32_t>(i / gcols);
   }
-  throw error(fmt::format("gptq: Hessian {} is not positive definite even with damping {} x mean(diag H) "
-                          "(LAPACK info {}); the calibration data may be degenerate",
-                          shape_string(h.shape), damp / 10.0f, info));
+  return q;
 }
 
 QuantizedLinear gptq_make_output(int64_t rows, const GptqFactor& factor, const QuantConfig& cfg) {
-  QuantizedLinear q =
-      quantized_linear_alloc(quant_method::gptq, rows, factor.cols, cfg.bits, cfg.group_size, cfg.sym, true);
-  if (cfg.act_order) {
-    const int64_t gcols = group_cols_of(cfg, factor.cols);
-    q.g_idx.resize(static_cast<size_t>(factor.cols));
-    for (int64_t i = 0; i < factor.cols; ++i) q.g_idx[factor.perm[i]] = static_cast<int32_t>(i / gcols);
-  }
-  return q;
+  return gptq_make_output(rows, factor.perm, cfg);
 }
 
 void gptq_block_columns(float* wt, float* err_block, uint8_t* codes_t, const float* u, int64_t cols,

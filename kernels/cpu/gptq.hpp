@@ -27,6 +27,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <string_view>
 #include <vector>
 
 #include "common/tensor.hpp"
@@ -51,6 +53,25 @@ GptqFactor gptq_prepare(const Tensor& h, const QuantConfig& cfg);
 
 // A QuantizedLinear of `rows` rows with every array sized and g_idx filled (act-order).
 QuantizedLinear gptq_make_output(int64_t rows, const GptqFactor& factor, const QuantConfig& cfg);
+// The same from the processing order alone (perm of a GptqFactor; no U needed).
+QuantizedLinear gptq_make_output(int64_t rows, const std::vector<int32_t>& perm, const QuantConfig& cfg);
+
+// The steps of gptq_prepare that need only diag H, shared with the GPU tier
+// (kernels/cuda/gptq_factor.hpp) so that both tiers take the same decisions.
+struct GptqOrder {
+  std::vector<int32_t> perm;  // as GptqFactor::perm
+  std::vector<uint8_t> dead;  // as GptqFactor::dead
+  double diag_mean = 0.0;     // mean(diag H) after the dead-column fix, summed in processing order
+};
+// diag: diag H in original column order.
+GptqOrder gptq_order(std::vector<float> diag, bool act_order);
+
+// The damping schedule of gptq_prepare: calls factor(add) with add = float(damp · diag_mean)
+// for damp = first_damp, then 10x (1e-4 after 0) up to 4 more times, until it returns 0 (its
+// other results are LAPACK-style info codes). Returns the damp that succeeded; otherwise throws
+// shardq::error "<what> is not positive definite even with damping ... (<library> info N)".
+float gptq_damped_factor(float first_damp, double diag_mean, const std::function<int(float add)>& factor,
+                         std::string_view what, std::string_view library);
 
 // Quantizes rows [r0, r1) of w [rows, cols] into `out` (from gptq_make_output(rows, ...)):
 // writes those rows of qweight, scales and zeros and nothing else.

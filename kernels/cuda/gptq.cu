@@ -1,7 +1,9 @@
 // GPTQ on the GPU, device half; the algorithm, mapping and contract are in kernels/cuda/gptq.hpp.
-//   gptq_permute_transpose_kernel, gptq_block_kernel, gptq_unpermute_codes_kernel
-// CPU reference: kernels/cpu/gptq.cpp (gptq_block_columns, group_params, gptq_quantize_rows);
-// the host driver is kernels/cuda/gptq.cpp. Test: shardq_gpu_tests --gtest_filter='*GptqCuda*';
+//   gptq_permute_transpose_kernel, gptq_block_kernel, gptq_unpermute_codes_kernel,
+//   gptq_dequantize_kernel
+// CPU reference: kernels/cpu/gptq.cpp (gptq_block_columns, group_params, gptq_quantize_rows),
+// kernels/quantize.cpp (dequantize);
+// the host driver is kernels/cuda/gptq.cpp. Test: shardq_gpu_tests --gtest_filter='*GptqCuda*:*GptqDevice*';
 // benchmark: build-cuda/bench/bench_gpu_gptq.
 #include "kernels/cuda/cuda_check.hpp"
 #include "kernels/cuda/gptq.hpp"
@@ -80,6 +82,21 @@ __global__ void gptq_unpermute_codes_kernel(const uint8_t* __restrict__ codes_t,
   codes[r * cols + perm[i]] = codes_t[idx];
 }
 
+// dequantize(): scale · float(code − zero), one fp32 rounding (the product; the int difference
+// converts exactly), the fp16 → fp32 scale conversion exact on both sides.
+__global__ void gptq_dequantize_kernel(const uint8_t* __restrict__ codes, const uint16_t* __restrict__ scales,
+                                       const uint8_t* __restrict__ zeros, const int32_t* __restrict__ g_idx,
+                                       int64_t rows, int64_t cols, int64_t group_cols, int64_t n_groups,
+                                       float* __restrict__ wq) {
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= rows * cols) return;
+  const int64_t r = idx / cols, c = idx % cols;
+  const int64_t g = g_idx ? static_cast<int64_t>(g_idx[c]) : c / group_cols;
+  const float scale = __half2float(__ushort_as_half(scales[r * n_groups + g]));
+  const int level = static_cast<int>(codes[idx]) - static_cast<int>(zeros[r * n_groups + g]);
+  wq[idx] = __fmul_rn(scale, static_cast<float>(level));
+}
+
 }  // namespace
 
 void gptq_permute_transpose(const float* d_w, int64_t rows, int64_t cols, const int32_t* d_perm,
@@ -106,6 +123,16 @@ void gptq_unpermute_codes(const uint8_t* d_codes_t, const int32_t* d_perm, int64
                           uint8_t* d_codes, cudaStream_t stream) {
   if (rows * cols <= 0) return;
   gptq_unpermute_codes_kernel<<<grid_for(rows * cols, 256), 256, 0, stream>>>(d_codes_t, d_perm, rows, cols, d_codes);
+  SHARDQ_CUDA_CHECK_LAUNCH();
+}
+
+void gptq_dequantize(const uint8_t* d_codes, const uint16_t* d_scales, const uint8_t* d_zeros,
+                     const int32_t* d_g_idx, int64_t rows, int64_t cols, int64_t group_cols, float* d_wq,
+                     cudaStream_t stream) {
+  if (rows * cols <= 0) return;
+  const int64_t n_groups = (cols + group_cols - 1) / group_cols;
+  gptq_dequantize_kernel<<<grid_for(rows * cols, 256), 256, 0, stream>>>(d_codes, d_scales, d_zeros, d_g_idx, rows,
+                                                                         cols, group_cols, n_groups, d_wq);
   SHARDQ_CUDA_CHECK_LAUNCH();
 }
 

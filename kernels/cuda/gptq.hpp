@@ -1,10 +1,10 @@
 // GPTQ (Frantar et al. 2022, Algorithm 1) on the GPU with the semantics of the CPU tier
 // (kernels/cpu/gptq.hpp: dead columns, damping and its retries, act-order with g_idx, group
 // grids taken from the error-updated weights when a group's first column is reached, also
-// for groups starting inside a block).
-//   H⁻¹ factor: cpu::gptq_prepare on the host (LAPACK), U uploaded. A first version: the
-//     factorisation is O(cols³) once per Hessian and shared by q/k/v and gate/up; moving it to
-//     cuSOLVER (potrf + trtri) is the next step for 8k+ columns.
+// for groups starting inside a block). Weights, factor and outputs stay on the device; one
+// code path (gptq_quantize_rows_device) serves the host entry points too.
+//   H⁻¹ factor: gptq_prepare_cuda (kernels/cuda/gptq_factor.hpp, cuSOLVER), shared by all
+//     rows and by q/k/v and gate/up.
 //   gptq_permute_transpose_kernel: W → Wt [cols, rows] in act-order, dead columns zeroed
 //     (column-major per row so that the one-thread-per-row kernel below reads coalesced).
 //   gptq_block_kernel: the in-block column loop of cpu::gptq_block_columns plus the group
@@ -12,9 +12,12 @@
 //     group grid, err = (w - q) / U_jj, W[:, j+1:b1] -= err ⊗ U[j, j+1:b1] (eq. 3 / Alg. 1).
 //   cublasSgemm: the lazy-batch update W[:, b1:] -= Err · U[b0:b1, b1:].
 //   gptq_unpermute_codes_kernel + pack_codes: codes back to column order, packed.
-// The codes equal the CPU tier's except where the two sgemm summation orders round a value
-// across a rounding tie of the grid (tests require ≥ 99.9 % equal codes, every difference
-// ±1). Test: shardq_gpu_tests --gtest_filter='*GptqCuda*'; benchmark: bench_gpu_gptq.
+//   gptq_dequantize_kernel: the dequantized rows (kernels/quantize.cpp dequantize's formula,
+//     bit for bit), what the next layer's forward and the output error use.
+// The codes equal the CPU tier's except where the two sgemm summation orders (and, with
+// gptq_prepare_cuda, the two Cholesky blockings of U) round a value across a rounding tie of
+// the grid (tests require ≥ 99.9 % equal codes, a row's first difference ±1).
+// Test: shardq_gpu_tests --gtest_filter='*GptqCuda*:*GptqDevice*'; benchmark: bench_gpu_gptq.
 #pragma once
 
 #include <cstdint>
@@ -23,6 +26,7 @@
 
 #include "common/tensor.hpp"
 #include "kernels/cpu/gptq.hpp"
+#include "kernels/cuda/gptq_factor.hpp"
 #include "kernels/quant_types.hpp"
 
 namespace shardq::cuda {
@@ -41,11 +45,27 @@ void gptq_block(float* d_wt, float* d_err, uint8_t* d_codes_t, float* d_scale, f
 void gptq_unpermute_codes(const uint8_t* d_codes_t, const int32_t* d_perm, int64_t rows, int64_t cols,
                           uint8_t* d_codes, cudaStream_t stream);
 
-// cpu::gptq_quantize_rows on the GPU: rows [r0, r1) of w into `out` (from
-// cpu::gptq_make_output), the same contract and checks.
+// d_wq[r*cols + c] = fp16→fp32(d_scales[r*n_groups + g]) · (d_codes[r*cols + c] − d_zeros[r*n_groups + g])
+// with g = d_g_idx[c] when d_g_idx is not null, else c / group_cols: dequantize()'s formula.
+void gptq_dequantize(const uint8_t* d_codes, const uint16_t* d_scales, const uint8_t* d_zeros,
+                     const int32_t* d_g_idx, int64_t rows, int64_t cols, int64_t group_cols, float* d_wq,
+                     cudaStream_t stream);
+
+// cpu::gptq_quantize_rows on the device: rows [r0, r1) of the device weight d_w [rows, cols]
+// (row-major, unchanged) into `out` (from f.make_output(rows, cfg)): writes those rows of
+// qweight, scales and zeros and nothing else. When d_wq is not null it also writes rows
+// [r0, r1) of the [rows, cols] row-major device buffer d_wq with the dequantized weights,
+// equal bit for bit to those rows of dequantize(out). Runs on `stream` (cuBLAS bound to it)
+// and synchronizes it before returning (out is host memory). Throws shardq::error on a
+// mismatched output, config or row range.
+void gptq_quantize_rows_device(const float* d_w, int64_t rows, const GptqFactorCuda& f, const QuantConfig& cfg,
+                               int64_t r0, int64_t r1, QuantizedLinear& out, float* d_wq, cudaStream_t stream);
+
+// Host weights and a host factor (e.g. the CPU tier's): uploads the factor and rows [r0, r1)
+// of w, then gptq_quantize_rows_device; the contract of cpu::gptq_quantize_rows.
 void gptq_quantize_rows_cuda(const Tensor& w, const cpu::GptqFactor& factor, const QuantConfig& cfg, int64_t r0,
                              int64_t r1, QuantizedLinear& out);
-// All rows: cpu::gptq_prepare + cpu::gptq_make_output + gptq_quantize_rows_cuda.
+// All rows from host tensors: gptq_prepare_cuda + make_output + gptq_quantize_rows_device.
 QuantizedLinear gptq_quantize_cuda(const Tensor& w, const Tensor& h, const QuantConfig& cfg);
 
 }  // namespace shardq::cuda

@@ -1,19 +1,22 @@
 // Helpers of the GPU parity tests (tests/gpu/*.cpp): skip without a device, compare a GPU
 // result with its CPU tier and print the first mismatches and the largest error with how much
-// of the tolerance it used (llm.c dev/cuda check_tensor), random data, and the real
-// stories260K weights read straight from the llama2.c checkpoint.
+// of the tolerance it used (llm.c dev/cuda check_tensor), random data and Hessians, and the
+// real stories260K weights read straight from the llama2.c checkpoint.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
+#include <initializer_list>
 #include <random>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 
+#include "common/tensor.hpp"
+#include "kernels/cpu/hessian.hpp"
 #include "kernels/cuda/cuda_check.hpp"
 #include "support/test_support.hpp"
 
@@ -58,6 +61,17 @@ inline std::vector<float> random_vector(std::size_t n, uint32_t seed, float lo =
   std::vector<float> v(n);
   for (float& x : v) x = dist(rng);
   return v;
+}
+
+// H = 2/n XᵀX of x [n, cols] from the CPU accumulator (full symmetric), with the `dead`
+// columns of X zeroed.
+inline Tensor hessian_of(const std::vector<float>& x, int64_t n, int64_t cols, std::initializer_list<int64_t> dead = {}) {
+  std::vector<float> xs = x;
+  for (int64_t c : dead)
+    for (int64_t t = 0; t < n; ++t) xs[t * cols + c] = 0.0f;
+  cpu::HessianAccumulator acc(cols);
+  acc.add(xs.data(), n);
+  return acc.finalize();
 }
 
 // stories260K.bin (llama2.c): header of 7 int32 (dim, hidden_dim, n_layers, n_heads,

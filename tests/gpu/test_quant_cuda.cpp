@@ -5,22 +5,36 @@
 // random weights with awkward shapes.
 // Row-range splits on the GPU agree with the whole run to the same standard (not bit for bit:
 // cuBLAS picks its sgemm kernel, hence its summation order, by the row count).
+// The device path of the job engine (gptq_quantize_rows_device): with the CPU tier's factor
+// uploaded it meets the same standard against cpu::gptq_quantize_rows, and its dequantized
+// rows equal dequantize(out) bit for bit; on stories260K with the GPU factor, including
+// relative_output_error_cuda against cpu::relative_output_error (1e-5 relative).
+// relative_output_error_cuda on random shapes (one of them two row chunks) and its 0 / inf
+// conventions.
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
+#include <limits>
 
 #include "common/dtype.hpp"
+#include "common/error.hpp"
 #include "kernels/cpu/gptq.hpp"
 #include "kernels/cpu/hessian.hpp"
 #include "kernels/cpu/pack.hpp"
+#include "kernels/cpu/quant_error.hpp"
 #include "kernels/cpu/rtn.hpp"
 #include "kernels/cuda/gptq.hpp"
+#include "kernels/cuda/gptq_factor.hpp"
 #include "kernels/cuda/pack.hpp"
+#include "kernels/cuda/quant_error.hpp"
 #include "kernels/cuda/rtn.hpp"
+#include "kernels/quantize.hpp"
 #include "tests/gpu/gpu_check.hpp"
 
 namespace shardq {
 namespace {
 
+using test::hessian_of;
 using test::random_vector;
 
 TEST(PackCuda, BitIdenticalToCpu) {
@@ -57,16 +71,6 @@ TEST(RtnCuda, BitIdenticalToCpu) {
           EXPECT_EQ(a.scales, b.scales) << tag;
           EXPECT_EQ(a.zeros, b.zeros) << tag;
         }
-}
-
-// H = 2/n XᵀX from the CPU accumulator, with `dead` columns of X zeroed.
-Tensor hessian_of(const std::vector<float>& x, int64_t n, int64_t cols, std::initializer_list<int64_t> dead = {}) {
-  std::vector<float> xs = x;
-  for (int64_t c : dead)
-    for (int64_t t = 0; t < n; ++t) xs[t * cols + c] = 0.0f;
-  cpu::HessianAccumulator acc(cols);
-  acc.add(xs.data(), n);
-  return acc.finalize();
 }
 
 // Codes, scales and zeros of a GPU result against the CPU's. Both run the same operations up
@@ -113,12 +117,50 @@ void expect_gptq_close(const QuantizedLinear& gpu, const QuantizedLinear& cpu_q,
   EXPECT_GE(static_cast<double>(zeros_equal), 0.999 * static_cast<double>(gpu.zeros.size())) << tag << " zeros";
 }
 
+// Bit-for-bit equality of a device-dequantized weight with dequantize(out).
+void expect_bits_equal(const std::vector<float>& got, const Tensor& want, const std::string& tag) {
+  ASSERT_EQ(got.size(), want.data.size()) << tag;
+  std::size_t bad = 0;
+  std::string first;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    if (std::memcmp(&got[i], &want.data[i], sizeof(float)) == 0) continue;
+    if (bad++ < 5) first += " [" + std::to_string(i) + "] gpu " + std::to_string(got[i]) + " dequantize " + std::to_string(want.data[i]);
+  }
+  EXPECT_EQ(bad, 0u) << tag << ": dequantized weights differ from dequantize(out):" << first;
+}
+
+double relative_difference(double got, double want) { return std::fabs(got - want) / std::fabs(want); }
+
 struct GptqCase {
   int64_t rows, cols;
   int bits, group, block;
   bool sym, act_order;
+
+  QuantConfig config() const {
+    return QuantConfig{.bits = bits, .group_size = group, .sym = sym, .act_order = act_order, .block_size = block};
+  }
+  std::string tag() const {
+    return "gptq " + std::to_string(rows) + "x" + std::to_string(cols) + " " + std::to_string(bits) + "b g" +
+           std::to_string(group) + " blk" + std::to_string(block) + (sym ? " sym" : "") + (act_order ? " act" : "");
+  }
 };
 
+const std::vector<GptqCase> gptq_cases = {
+    GptqCase{1, 7, 4, 128, 128, false, true},    GptqCase{17, 65, 4, 32, 16, false, true},
+    GptqCase{65, 172, 3, 64, 128, true, true},   GptqCase{127, 300, 2, 128, 128, false, false},
+    GptqCase{300, 256, 8, -1, 64, false, true},  GptqCase{129, 512, 4, 128, 128, false, true},
+    GptqCase{64, 384, 4, 96, 64, true, false}};
+
+std::string gptq_case_name(const ::testing::TestParamInfo<GptqCase>& p) {
+  const GptqCase& c = p.param;
+  return std::to_string(c.rows) + "x" + std::to_string(c.cols) + "_" + std::to_string(c.bits) + "b_g" +
+         (c.group > 0 ? std::to_string(c.group) : "row") + "_blk" + std::to_string(c.block) + (c.sym ? "_sym" : "") +
+         (c.act_order ? "_act" : "");
+}
+
+// The GPU run uses the GPU factor (gptq_prepare_cuda): its U differs from the CPU's by fp32
+// round-off (tests/gpu/test_gptq_factor_cuda.cpp), a perturbation of the same size as the
+// sgemm order's, so the same standard applies.
 class GptqCuda : public ::testing::TestWithParam<GptqCase> {};
 
 TEST_P(GptqCuda, MatchesCpuRandom) {
@@ -127,31 +169,49 @@ TEST_P(GptqCuda, MatchesCpuRandom) {
   const int64_t n = 2 * c.cols + 64;
   const Tensor h = hessian_of(random_vector(n * c.cols, 11), n, c.cols, {0, c.cols / 2});
   const Tensor w({c.rows, c.cols}, random_vector(c.rows * c.cols, 12));
-  QuantConfig cfg;
-  cfg.bits = c.bits;
-  cfg.group_size = c.group;
-  cfg.block_size = c.block;
-  cfg.sym = c.sym;
-  cfg.act_order = c.act_order;
-  const std::string tag = "gptq " + std::to_string(c.rows) + "x" + std::to_string(c.cols) + " " + std::to_string(c.bits) +
-                          "b g" + std::to_string(c.group) + " blk" + std::to_string(c.block) + (c.sym ? " sym" : "") +
-                          (c.act_order ? " act" : "");
-  expect_gptq_close(cuda::gptq_quantize_cuda(w, h, cfg), cpu::gptq_quantize(w, h, cfg), cpu::gptq_prepare(h, cfg).perm, tag);
+  const QuantConfig cfg = c.config();
+  expect_gptq_close(cuda::gptq_quantize_cuda(w, h, cfg), cpu::gptq_quantize(w, h, cfg), cpu::gptq_prepare(h, cfg).perm,
+                    c.tag());
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, GptqCuda,
-    ::testing::Values(GptqCase{1, 7, 4, 128, 128, false, true}, GptqCase{17, 65, 4, 32, 16, false, true},
-                      GptqCase{65, 172, 3, 64, 128, true, true}, GptqCase{127, 300, 2, 128, 128, false, false},
-                      GptqCase{300, 256, 8, -1, 64, false, true}, GptqCase{129, 512, 4, 128, 128, false, true},
-                      GptqCase{64, 384, 4, 96, 64, true, false}),
-    [](const ::testing::TestParamInfo<GptqCase>& p) {
-      const GptqCase& c = p.param;
-      return std::to_string(c.rows) + "x" + std::to_string(c.cols) + "_" + std::to_string(c.bits) + "b_g" +
-             (c.group > 0 ? std::to_string(c.group) : "row") + "_blk" + std::to_string(c.block) + (c.sym ? "_sym" : "") +
-             (c.act_order ? "_act" : "");
-    });
+INSTANTIATE_TEST_SUITE_P(Shapes, GptqCuda, ::testing::ValuesIn(gptq_cases), gptq_case_name);
 
+// The rows path alone: the CPU tier's factor uploaded, so only the sgemm order differs.
+class GptqDevice : public ::testing::TestWithParam<GptqCase> {};
+
+TEST_P(GptqDevice, RowsMatchCpuAndDequantizeExactly) {
+  SHARDQ_REQUIRE_GPU();
+  const GptqCase c = GetParam();
+  const int64_t n = 2 * c.cols + 64;
+  const Tensor h = hessian_of(random_vector(n * c.cols, 13), n, c.cols, {c.cols - 1});
+  const Tensor w({c.rows, c.cols}, random_vector(c.rows * c.cols, 14));
+  const QuantConfig cfg = c.config();
+  const cpu::GptqFactor factor = cpu::gptq_prepare(h, cfg);
+  QuantizedLinear want = cpu::gptq_make_output(c.rows, factor, cfg);
+  cpu::gptq_quantize_rows(w, factor, cfg, 0, c.rows, want);
+
+  const cuda::unique_stream stream = cuda::make_stream();
+  const cuda::GptqFactorCuda f = cuda::gptq_factor_upload(factor, stream.get());
+  const cuda::DeviceBuffer<float> d_w = cuda::to_device(w.data);
+  cuda::DeviceBuffer<float> d_wq(w.data.size());
+  QuantizedLinear got = f.make_output(c.rows, cfg);
+  cuda::gptq_quantize_rows_device(d_w.get(), c.rows, f, cfg, 0, c.rows, got, d_wq.get(), stream.get());
+  expect_gptq_close(got, want, factor.perm, "device " + c.tag());
+  expect_bits_equal(d_wq.to_host(), dequantize(got), "device " + c.tag());
+
+  EXPECT_THROW(cuda::gptq_quantize_rows_device(d_w.get(), c.rows, f, cfg, 0, c.rows + 1, got, nullptr, stream.get()),
+               error);
+  QuantizedLinear wrong = f.make_output(c.rows + 1, cfg);
+  EXPECT_THROW(cuda::gptq_quantize_rows_device(d_w.get(), c.rows, f, cfg, 0, c.rows, wrong, nullptr, stream.get()),
+               error);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, GptqDevice, ::testing::ValuesIn(gptq_cases), gptq_case_name);
+
+// The job engine's path on real weights: device H → gptq_prepare_cuda → device rows with the
+// dequantized output → relative_output_error_cuda, against cpu::gptq_quantize_rows on the same
+// factor (downloaded; the factor itself is checked against the CPU tier's in
+// test_gptq_factor_cuda.cpp on this Hessian) and cpu::relative_output_error.
 TEST(GptqCuda, Stories260KLinears) {
   SHARDQ_REQUIRE_GPU();
   const test::Stories260K m = test::load_stories260k();
@@ -159,14 +219,28 @@ TEST(GptqCuda, Stories260KLinears) {
   const Tensor h = hessian_of(m.token_embedding, m.vocab, m.dim);
   QuantConfig cfg;
   cfg.group_size = 32;  // dim is 64: two groups per row
-  const std::vector<int32_t> perm = cpu::gptq_prepare(h, cfg).perm;
+  const cuda::unique_stream stream = cuda::make_stream();
+  const cuda::DeviceBuffer<float> d_h = cuda::to_device(h.data);
+  const cuda::GptqFactorCuda f = cuda::gptq_prepare_cuda(d_h.get(), m.dim, cfg, stream.get());
+  const cpu::GptqFactor factor = f.to_host();
   const int64_t d = m.dim, kv = m.kv_dim(), hid = m.hidden;
   for (int l = 0; l < m.n_layers; ++l) {
     for (const auto& [name, all, rows] : {std::tuple{"wq", &m.wq, d}, std::tuple{"wk", &m.wk, kv},
                                           std::tuple{"w1", &m.w1, hid}, std::tuple{"w3", &m.w3, hid}}) {
+      const std::string tag = std::string("stories260K layer ") + std::to_string(l) + " " + name;
       const Tensor w({rows, d}, std::vector<float>(all->begin() + l * rows * d, all->begin() + (l + 1) * rows * d));
-      expect_gptq_close(cuda::gptq_quantize_cuda(w, h, cfg), cpu::gptq_quantize(w, h, cfg), perm,
-                        std::string("stories260K layer ") + std::to_string(l) + " " + name);
+      const cuda::DeviceBuffer<float> d_w = cuda::to_device(w.data);
+      cuda::DeviceBuffer<float> d_wq(w.data.size());
+      QuantizedLinear got = f.make_output(rows, cfg);
+      cuda::gptq_quantize_rows_device(d_w.get(), rows, f, cfg, 0, rows, got, d_wq.get(), stream.get());
+      QuantizedLinear want = cpu::gptq_make_output(rows, factor, cfg);
+      cpu::gptq_quantize_rows(w, factor, cfg, 0, rows, want);
+      expect_gptq_close(got, want, factor.perm, tag);
+      const Tensor wq = dequantize(got);
+      expect_bits_equal(d_wq.to_host(), wq, tag);
+      const double e_gpu = cuda::relative_output_error_cuda(d_w.get(), d_wq.get(), d_h.get(), rows, d, stream.get());
+      const double e_cpu = cpu::relative_output_error(w, wq, h);
+      EXPECT_LE(relative_difference(e_gpu, e_cpu), 1e-5) << tag << ": gpu " << e_gpu << " cpu " << e_cpu;
     }
   }
 }
@@ -184,6 +258,69 @@ TEST(GptqCuda, RowSplitsMatchWhole) {
   for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, 1}, {1, 100}, {100, 229}, {229, 301}})
     cuda::gptq_quantize_rows_cuda(w, factor, cfg, r0, r1, split);
   expect_gptq_close(split, whole, factor.perm, "gptq row splits vs whole");
+}
+
+// [0, r) + [r, rows) on the device path with the GPU factor: the same standard as a whole
+// run, and each part's dequantized rows land in their place of d_wq, equal to dequantize.
+TEST(GptqDevice, RowSplitMatchesWhole) {
+  SHARDQ_REQUIRE_GPU();
+  const int64_t rows = 301, cols = 192, n = 512;
+  const Tensor h = hessian_of(random_vector(n * cols, 23), n, cols, {7});
+  const Tensor w({rows, cols}, random_vector(rows * cols, 24));
+  const QuantConfig cfg = GptqCase{rows, cols, 4, 64, 128, false, true}.config();
+  const cuda::unique_stream stream = cuda::make_stream();
+  const cuda::DeviceBuffer<float> d_h = cuda::to_device(h.data), d_w = cuda::to_device(w.data);
+  const cuda::GptqFactorCuda f = cuda::gptq_prepare_cuda(d_h.get(), cols, cfg, stream.get());
+  cuda::DeviceBuffer<float> d_wq_whole(w.data.size()), d_wq_split(w.data.size());
+  QuantizedLinear whole = f.make_output(rows, cfg), split = f.make_output(rows, cfg);
+  cuda::gptq_quantize_rows_device(d_w.get(), rows, f, cfg, 0, rows, whole, d_wq_whole.get(), stream.get());
+  for (const int64_t r : {int64_t{1}, int64_t{129}, int64_t{300}}) {
+    cuda::gptq_quantize_rows_device(d_w.get(), rows, f, cfg, 0, r, split, d_wq_split.get(), stream.get());
+    cuda::gptq_quantize_rows_device(d_w.get(), rows, f, cfg, r, rows, split, d_wq_split.get(), stream.get());
+    const std::string tag = "device split at " + std::to_string(r);
+    expect_gptq_close(split, whole, f.perm, tag);
+    expect_bits_equal(d_wq_split.to_host(), dequantize(split), tag);
+  }
+  expect_bits_equal(d_wq_whole.to_host(), dequantize(whole), "device whole");
+}
+
+// relative_output_error_cuda against cpu::relative_output_error on an RTN-quantized weight
+// (a realistic small W − Wq); 65537 × 256 spans two row chunks of 2^24 elements.
+TEST(QuantErrorCuda, MatchesCpu) {
+  SHARDQ_REQUIRE_GPU();
+  const cuda::unique_stream stream = cuda::make_stream();
+  for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{1, 1}, {7, 17}, {65, 172}, {300, 256}, {65537, 256}}) {
+    const int64_t n = 2 * cols + 16;
+    const Tensor h = hessian_of(random_vector(n * cols, static_cast<uint32_t>(81 + cols)), n, cols);
+    const Tensor w({rows, cols}, random_vector(rows * cols, static_cast<uint32_t>(82 + rows)));
+    QuantConfig cfg;
+    cfg.method = quant_method::rtn;
+    cfg.group_size = 32;
+    const Tensor wq = dequantize(cpu::rtn_quantize(w, cfg));
+    const cuda::DeviceBuffer<float> d_w = cuda::to_device(w.data), d_wq = cuda::to_device(wq.data),
+                                    d_h = cuda::to_device(h.data);
+    const double got = cuda::relative_output_error_cuda(d_w.get(), d_wq.get(), d_h.get(), rows, cols, stream.get());
+    const double want = cpu::relative_output_error(w, wq, h);
+    std::printf("quant error %lldx%lld: gpu %.9g cpu %.9g\n", static_cast<long long>(rows), static_cast<long long>(cols),
+                got, want);
+    EXPECT_GT(want, 0.0);
+    EXPECT_LE(relative_difference(got, want), 1e-5) << rows << "x" << cols << ": gpu " << got << " cpu " << want;
+    EXPECT_EQ(cuda::relative_output_error_cuda(d_w.get(), d_w.get(), d_h.get(), rows, cols, stream.get()), 0.0);
+  }
+}
+
+TEST(QuantErrorCuda, ZeroAndInfinityConventions) {
+  SHARDQ_REQUIRE_GPU();
+  const int64_t rows = 5, cols = 9, n = 40;
+  const Tensor h = hessian_of(random_vector(n * cols, 91), n, cols);
+  const Tensor zero({rows, cols}), w({rows, cols}, random_vector(rows * cols, 92));
+  const cuda::unique_stream stream = cuda::make_stream();
+  const cuda::DeviceBuffer<float> d_h = cuda::to_device(h.data), d_zero = cuda::to_device(zero.data),
+                                  d_w = cuda::to_device(w.data);
+  EXPECT_EQ(cuda::relative_output_error_cuda(d_zero.get(), d_zero.get(), d_h.get(), rows, cols, stream.get()), 0.0);
+  EXPECT_EQ(cuda::relative_output_error_cuda(d_zero.get(), d_w.get(), d_h.get(), rows, cols, stream.get()),
+            std::numeric_limits<double>::infinity());
+  EXPECT_EQ(cpu::relative_output_error(zero, w, h), std::numeric_limits<double>::infinity());
 }
 
 }  // namespace
