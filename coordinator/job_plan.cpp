@@ -1,6 +1,7 @@
 #include "coordinator/job_plan.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -14,6 +15,7 @@
 #include "coordinator/shard_output.hpp"
 #include "worker/calibration.hpp"
 #include "worker/llama_weights.hpp"
+#include "worker/sequential_engine.hpp"
 
 namespace shardq {
 namespace {
@@ -26,15 +28,67 @@ bool needs_calibration(const Allocation& a) {
                      [](const ModuleChoice& m) { return m.quantized && m.quant.method == quant_method::gptq; });
 }
 
+// SHARDQ_CUDA_MATMUL: "fp32", "tf32", or per phase "forward=tf32,hessian=fp32" (the
+// precision of the GPU's matrix products, chosen by measurement; part of the job identity).
+CudaMatmul cuda_matmul_from_env() {
+  CudaMatmul m;
+  const char* v = std::getenv("SHARDQ_CUDA_MATMUL");
+  if (!v || !*v) return m;
+  const auto check = [](const std::string& value) {
+    if (value != "fp32" && value != "tf32")
+      throw spec_error("SHARDQ_CUDA_MATMUL", fmt::format("'{}' is not a precision (fp32 or tf32)", value));
+    return value;
+  };
+  const std::string text = v;
+  if (text.find('=') == std::string::npos) {
+    m.forward = m.hessian = check(text);
+    return m;
+  }
+  size_t at = 0;
+  while (at <= text.size()) {
+    const size_t end = std::min(text.find(',', at), text.size());
+    const std::string item = text.substr(at, end - at);
+    const size_t eq = item.find('=');
+    const std::string phase = item.substr(0, eq), value = eq == std::string::npos ? "" : item.substr(eq + 1);
+    if (phase == "forward") {
+      m.forward = check(value);
+    } else if (phase == "hessian") {
+      m.hessian = check(value);
+    } else {
+      throw spec_error("SHARDQ_CUDA_MATMUL", fmt::format("'{}': phases are forward and hessian", item));
+    }
+    at = end + 1;
+  }
+  return m;
+}
+
+// device "auto" becomes what runs: the GPU when this build has the CUDA tier, a GPU is
+// visible and the schedule runs there (sequential), else the CPU. The resolved device is part
+// of the job identity and the manifest's spec: GPU and CPU agree on ≥ 99.9 % of the integers,
+// not on all, so a resume never mixes them.
+void resolve_device(JobPlan& p) {
+  const bool sequential = p.spec.schedule == "sequential";
+  if (p.spec.device == "auto") p.spec.device = cuda_device_available() && sequential ? "cuda" : "cpu";
+  if (p.spec.device == "cuda") {
+    if (!cuda_device_available())
+      throw unsupported_error("device: 'cuda' but this build has no CUDA tier or this machine sees no GPU (use cpu or auto)");
+    if (!sequential)
+      throw unsupported_error("device: 'cuda' runs the sequential schedule; schedule 'pipeline' runs on the CPU (use device cpu or schedule sequential)");
+    p.cuda_matmul = cuda_matmul_from_env();
+  }
+  if (p.spec.comm == "nccl") {
+    if (p.spec.device != "cuda") throw unsupported_error("comm: 'nccl' needs device 'cuda'; use mpi or auto");
+    if (!nccl_built()) throw unsupported_error("comm: 'nccl' needs a build with NCCL (cmake -DSHARDQ_NCCL=ON); use mpi or auto");
+  }
+}
+
 // Rank 0: everything that can fail on user input, before any work starts.
 JobPlan make_plan(const json& spec_json, const JobOptions& options, int n_ranks) {
   JobPlan p;
   p.spec = job_spec_from_json(spec_json);
   job_spec_check_paths(p.spec, options.force || options.dry_run);
   p.config = model_config_load(p.spec.model);
-  if (p.spec.device == "cuda")
-    throw unsupported_error("device: 'cuda' is not available in this build of the job (use cpu or auto)");
-  if (p.spec.comm == "nccl") throw unsupported_error("comm: 'nccl' needs device 'cuda'; use mpi or auto");
+  resolve_device(p);
   const SafetensorsModel model(p.spec.model);  // validates every header now
   for (const auto& m : model_modules(p.config)) {
     const auto& info = model.info(m.name + ".weight");
@@ -86,7 +140,8 @@ json plan_to_json(const JobPlan& p) {
           {"committed", p.committed},
           {"measure_journalled", p.measure_journalled},
           {"hidden_snapshot", p.hidden_snapshot},
-          {"scores", precision_scores_to_json(p.scores)}};
+          {"scores", precision_scores_to_json(p.scores)},
+          {"cuda_matmul", {{"forward", p.cuda_matmul.forward}, {"hessian", p.cuda_matmul.hessian}}}};
 }
 
 JobPlan plan_from_json(const json& j) {
@@ -102,6 +157,8 @@ JobPlan plan_from_json(const json& j) {
   p.measure_journalled = j.at("measure_journalled").get<bool>();
   p.hidden_snapshot = j.at("hidden_snapshot");
   p.scores = precision_scores_from_json(j.at("scores"));
+  p.cuda_matmul.forward = j.at("cuda_matmul").at("forward").get<std::string>();
+  p.cuda_matmul.hessian = j.at("cuda_matmul").at("hessian").get<std::string>();
   return p;
 }
 

@@ -15,6 +15,7 @@
 #include "coordinator/plan.hpp"
 #include "coordinator/precision_policy.hpp"
 #include "coordinator/quantize_job.hpp"
+#include "worker/sequential_engine.hpp"
 
 namespace shardq {
 
@@ -35,6 +36,7 @@ struct JobPlan {
   nlohmann::json hidden_snapshot;    // sequential: the snapshot to start from (null: embed)
   nlohmann::json identity;           // rank 0 only: job_identity()
   nlohmann::json resume_report;      // rank 0 only: what resume_check() found
+  CudaMatmul cuda_matmul;            // device cuda: matmul precision per phase (SHARDQ_CUDA_MATMUL)
   bool is_committed(int shard) const { return committed.at(static_cast<size_t>(shard)) != 0; }
   int samples() const { return seq_len ? static_cast<int>(windows.size() / static_cast<size_t>(seq_len)) : 0; }
   int n_micro_batches() const { return (samples() + micro_batch - 1) / micro_batch; }

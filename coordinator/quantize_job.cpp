@@ -34,6 +34,7 @@
 #include "worker/importance.hpp"
 #include "worker/layer_quantize.hpp"
 #include "worker/llama_weights.hpp"
+#include "worker/sequential_engine.hpp"
 
 namespace shardq {
 
@@ -308,7 +309,8 @@ void measure_precision(Comm& comm, JobPlan& p, Progress& progress, std::map<std:
 // ---------------------------------------------------------------- sequential schedule
 // Layer l is calibrated on the outputs of the quantized layers 0..l-1. On resume, committed
 // layers are not redone: the hidden states pass through them as stored (dequantized from
-// their shard), which gives the same bits as the uninterrupted run.
+// their shard), which gives the same bits as the uninterrupted run. The numerics run on the
+// spec's device (worker/sequential_engine.hpp); this function is the schedule around them.
 void run_sequential(Comm& comm, const JobPlan& p, Progress& progress, std::map<std::string, double>& phases,
                     JournalWriter* journal, double& flops) {
   const SafetensorsModel model(p.spec.model);
@@ -317,10 +319,22 @@ void run_sequential(Comm& comm, const JobPlan& p, Progress& progress, std::map<s
   const int last_missing = last_true(missing);
   const int mb0 = static_cast<int>(split_begin(p.n_micro_batches(), comm.size(), rank));
   const int mb1 = static_cast<int>(split_begin(p.n_micro_batches(), comm.size(), rank + 1));
-  std::vector<std::vector<float>> hidden;  // this rank's micro-batches, entering layer `start`
+  const bool calibrated = !p.windows.empty();
+  const bool has_hidden = calibrated && last_missing >= 0;  // this rank's micro-batches flow through the layers
+  MicroBatches micro_batches;
+  micro_batches.seq_len = p.seq_len;
+  if (has_hidden) {
+    for (int m = mb0; m < mb1; ++m) micro_batches.mb_sizes.push_back(p.mb_size(m));
+  }
+  // comm auto: the GPUs reduce the Hessians through NCCL where this build has it.
+  const bool nccl = p.spec.device == "cuda" && comm.size() > 1 &&
+                    (p.spec.comm == "nccl" || (p.spec.comm == "auto" && nccl_built()));
+  const std::unique_ptr<SequentialEngine> engine =
+      make_sequential_engine(p.spec.device, p.config, micro_batches, p.cuda_matmul, nccl);
   int start = 0;
   json snapshot = p.hidden_snapshot;      // the latest journalled snapshot (rank 0 removes older ones)
-  if (!p.windows.empty() && last_missing >= 0) {
+  if (has_hidden) {
+    std::vector<std::vector<float>> hidden;  // this rank's micro-batches, entering layer `start`
     if (!snapshot.is_null()) {
       start = snapshot.at("layer").get<int>();
       for (int m = mb0; m < mb1; ++m)
@@ -334,25 +348,29 @@ void run_sequential(Comm& comm, const JobPlan& p, Progress& progress, std::map<s
       const ModelWeights embedding = model_weights_load(model, p.config, sel);
       for (int m = mb0; m < mb1; ++m) hidden.push_back(embed_micro_batch(p, embedding, m));
     }
+    engine->set_hidden(std::move(hidden));
+  }
+  double rank_forward_flops = 0, rank_hessian_flops = 0;  // one pass of this rank's micro-batches
+  for (int m = mb0; has_hidden && m < mb1; ++m) {
+    rank_forward_flops += layer_forward_flops(p.config, p.mb_size(m), p.seq_len);
+    rank_hessian_flops += layer_hessian_flops(p.config, p.mb_size(m), p.seq_len);
   }
   double replay_since_snapshot = 0;  // propagation a resume from here would redo (rank 0's share)
   SnapshotPolicy policy(static_cast<int64_t>(p.windows.size()) * p.config.hidden_size * static_cast<int64_t>(sizeof(float)));
-  const auto propagate = [&](const LayerWeights& layer) {
+  const auto propagate = [&] {
     const auto t0 = clock_type::now();
-    for (int m = mb0; m < mb1; ++m) {
-      layer_forward(p.config, layer, hidden[static_cast<size_t>(m - mb0)].data(), p.mb_size(m), p.seq_len);
-      flops += layer_forward_flops(p.config, p.mb_size(m), p.seq_len);
-    }
+    engine->propagate();
+    flops += rank_forward_flops;
     replay_since_snapshot += seconds_since(t0);
   };
   // After layer l is committed: maybe save the hidden states entering l + 1 (collective).
   const auto maybe_snapshot = [&](int l) {
-    if (p.windows.empty() || l + 1 > last_missing) return;  // the same on every rank
+    if (!calibrated || l + 1 > last_missing) return;  // the same on every rank
     std::string due = comm.is_root() && policy.due(replay_since_snapshot) ? "1" : "0";
     comm.broadcast(due, 0);
     if (due != "1") return;
     const auto t0 = clock_type::now();
-    const json mine = write_hidden_snapshot(p.spec.output, l + 1, mb0, hidden);
+    const json mine = write_hidden_snapshot(p.spec.output, l + 1, mb0, engine->hidden());
     const auto all = comm.gather(mine.dump(), 0);
     if (!comm.is_root()) return;
     json files = json::array();
@@ -372,46 +390,50 @@ void run_sequential(Comm& comm, const JobPlan& p, Progress& progress, std::map<s
     progress.begin_phase("quantize", p.config.num_layers);
     if (done > 0) progress.update(done);
   }
-  double calibrate_s = 0, quantize_s = 0, replay_s = 0;
+  double load_s = 0, calibrate_s = 0, quantize_s = 0, propagate_s = 0, replay_s = 0;
   for (int l = start; l <= last_missing; ++l) {
     const auto choices = layer_choices(p.allocation, l);
     if (!missing[static_cast<size_t>(l)]) {
-      if (hidden.empty()) continue;
+      if (!has_hidden) continue;
       const auto t0 = clock_type::now();
-      const LayerWeights weights = layer_weights_load(model, p.config, l);
-      propagate(dequantized_layer(weights, read_layer_shard(p.spec.output, l, choices)));
+      const LayerWeights stored = dequantized_layer(layer_weights_load(model, p.config, l),
+                                                    read_layer_shard(p.spec.output, l, choices));
+      engine->load(stored);
+      propagate();
       replay_s += seconds_since(t0);
       continue;
     }
     const int owner = p.layers.owner(l);
-    const LayerWeights weights = layer_weights_load(model, p.config, l);
     auto t0 = clock_type::now();
-    LayerCalibration calib(p.config);
-    for (int m = mb0; m < mb1; ++m) {
-      std::vector<float> scratch = hidden[static_cast<size_t>(m - mb0)];
-      calib.forward(p.config, weights, scratch.data(), p.mb_size(m), p.seq_len);
-      flops += layer_forward_flops(p.config, p.mb_size(m), p.seq_len) + layer_hessian_flops(p.config, p.mb_size(m), p.seq_len);
-      if (m == mb0) fault_point("calibrate", rank, l);
-    }
-    calibration_allreduce(comm, calib);
+    const LayerWeights weights = layer_weights_load(model, p.config, l);
+    engine->load(weights);
+    load_s += seconds_since(t0);
+
+    t0 = clock_type::now();
+    engine->calibrate(comm, [&](size_t i) { if (i == 0) fault_point("calibrate", rank, l); });
+    flops += rank_forward_flops + rank_hessian_flops;
     calibrate_s += seconds_since(t0);
 
     t0 = clock_type::now();
-    const auto modules = quantize_layer(weights, choices, p.windows.empty() ? nullptr : &calib, &comm,
-                                        [&](size_t n) { if (n == 1) fault_point("quantize", rank, l); });
+    const auto modules = engine->quantize(choices, calibrated, comm,
+                                          [&](size_t n) { if (n == 1) fault_point("quantize", rank, l); });
     if (comm.is_root()) flops += layer_quantize_flops(choices);
-    if (!hidden.empty()) propagate(dequantized_layer(weights, modules));
     quantize_s += seconds_since(t0);
+    t0 = clock_type::now();
+    if (has_hidden) propagate();
+    propagate_s += seconds_since(t0);
     fault_point("layer_quantized", rank, l);
     std::vector<JournalShard> committed;
     if (rank == owner)
-      committed.push_back(commit_layer_shard(p.spec.output, model, l, weights, modules, calib.lim.score(), zd_score(weights), rank));
+      committed.push_back(commit_layer_shard(p.spec.output, model, l, weights, modules, engine->lim_score(), zd_score(weights), rank));
     journal_commits(comm, committed, journal);
     if (comm.is_root()) progress.update(++done);
     maybe_snapshot(l);
   }
+  phases["load"] = load_s;
   phases["calibrate"] = calibrate_s;
   phases["quantize"] = quantize_s;
+  phases["propagate"] = propagate_s;
   if (replay_s > 0) phases["replay"] = replay_s;
 }
 

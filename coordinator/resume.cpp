@@ -93,6 +93,10 @@ void check_same_identity(const JobPlan& p, const json& was, const json& now) {
                                  file_changed ? "changed" : "gives other calibration tokens (tokenizer changed?)", out,
                                  start_over));
   }
+  if (was.value("cuda_matmul", json()) != now.value("cuda_matmul", json()))
+    throw spec_error("SHARDQ_CUDA_MATMUL", fmt::format("the GPU matmul precision differs from the job being resumed in '{}' "
+                                                       "({} then, {} now); {}", out, was.value("cuda_matmul", json()).dump(),
+                                                       now.value("cuda_matmul", json()).dump(), start_over));
   if (was.at("shard_layers") != now.at("shard_layers") || was.at("num_layers") != now.at("num_layers"))
     throw spec_error("resume", fmt::format("the shard layout of '{}' differs from this job's; {}", out, start_over));
 }
@@ -158,12 +162,15 @@ json job_identity(const JobPlan& p, const std::vector<std::string>& model_digest
     calibration["tokens_sha256"] = sha256_hex(std::span(reinterpret_cast<const std::byte*>(p.windows.data()),
                                                         p.windows.size() * sizeof(int32_t)));
   }
-  return {{"shardq", SHARDQ_VERSION},
+  json identity{{"shardq", SHARDQ_VERSION},
           {"spec", result_spec(p.spec)},
           {"model_files", files},
           {"calibration", calibration},
           {"num_layers", p.config.num_layers},
           {"shard_layers", checkpoint_shard_layers(p.config)}};
+  if (p.spec.device == "cuda")
+    identity["cuda_matmul"] = {{"forward", p.cuda_matmul.forward}, {"hessian", p.cuda_matmul.hessian}};
+  return identity;
 }
 
 std::optional<Journal> resume_open(const JobPlan& p) {

@@ -7,25 +7,20 @@
 #include <fmt/format.h>
 
 #include "common/error.hpp"
+#include "kernels/cpu/forward_ops.hpp"
 #include "worker/eval.hpp"
 
 namespace shardq {
 
 void LimAccumulator::add(const float* h_in, const float* h_out, int64_t n_tokens, int64_t hidden) {
-  for (int64_t t = 0; t < n_tokens; ++t) {
-    const float* a = h_in + t * hidden;
-    const float* b = h_out + t * hidden;
-    double dot = 0, na = 0, nb = 0;
-    for (int64_t i = 0; i < hidden; ++i) {
-      dot += static_cast<double>(a[i]) * b[i];
-      na += static_cast<double>(a[i]) * a[i];
-      nb += static_cast<double>(b[i]) * b[i];
-    }
-    // A zero vector has no direction; it counts as orthogonal (cos 0).
-    const double cos = (na > 0 && nb > 0) ? std::clamp(dot / std::sqrt(na * nb), -1.0, 1.0) : 0.0;
-    cos_sum_ += static_cast<cpu::hessian_int>(std::ldexp(cos, 62));
-  }
-  n_tokens_ += n_tokens;
+  std::vector<double> cos(static_cast<size_t>(n_tokens));
+  cpu::token_cosines(h_in, h_out, n_tokens, hidden, cos.data());
+  add_cosines(cos);
+}
+
+void LimAccumulator::add_cosines(std::span<const double> cos) {
+  for (double c : cos) cos_sum_ += static_cast<cpu::hessian_int>(std::ldexp(c, 62));
+  n_tokens_ += static_cast<int64_t>(cos.size());
 }
 
 void LimAccumulator::merge_fixed(cpu::hessian_int cos_sum, int64_t n_tokens) {

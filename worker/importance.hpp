@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "kernels/cpu/hessian.hpp"
@@ -31,6 +32,8 @@ namespace shardq {
 class LimAccumulator {
  public:
   void add(const float* h_in, const float* h_out, int64_t n_tokens, int64_t hidden);
+  // The per-token cosines computed elsewhere (cpu::token_cosines or its GPU tier).
+  void add_cosines(std::span<const double> cos);
   void merge(const LimAccumulator& other);
   int64_t n_tokens() const { return n_tokens_; }
   cpu::hessian_int cos_sum_fixed() const { return cos_sum_; }

@@ -10,7 +10,24 @@
 namespace shardq {
 namespace {
 
-const Tensor& linear_of(const LayerWeights& w, const std::string& kind) {
+Tensor identity(int64_t n) {
+  Tensor t({n, n});
+  for (int64_t i = 0; i < n; ++i) t.at(i, i) = 1.0f;
+  return t;
+}
+
+QuantizedLinear gptq_split_rows(Comm& comm, const Tensor& w, const Tensor& h, const QuantConfig& cfg) {
+  const cpu::GptqFactor factor = cpu::gptq_prepare(h, cfg);
+  QuantizedLinear q = cpu::gptq_make_output(w.rows(), factor, cfg);
+  const auto [r0, r1] = gptq_rank_rows(w.rows(), comm.size(), comm.rank());
+  if (r1 > r0) cpu::gptq_quantize_rows(w, factor, cfg, r0, r1, q);
+  share_quantized_rows(comm, q);
+  return q;
+}
+
+}  // namespace
+
+const Tensor& layer_linear(const LayerWeights& w, const std::string& kind) {
   for (const auto& [name, tensor] : w.linears()) {
     const std::string n(name);
     if (n.size() >= kind.size() && n.compare(n.size() - kind.size(), kind.size(), kind) == 0) return *tensor;
@@ -18,38 +35,22 @@ const Tensor& linear_of(const LayerWeights& w, const std::string& kind) {
   throw error(fmt::format("layer has no linear '{}'", kind));
 }
 
-Tensor identity(int64_t n) {
-  Tensor t({n, n});
-  for (int64_t i = 0; i < n; ++i) t.at(i, i) = 1.0f;
-  return t;
+std::pair<int64_t, int64_t> gptq_rank_rows(int64_t rows, int n_ranks, int rank) {
+  const int64_t tiles = (rows + cpu::gptq_row_tile - 1) / cpu::gptq_row_tile;
+  return {std::min(rows, split_begin(tiles, n_ranks, rank) * cpu::gptq_row_tile),
+          std::min(rows, split_begin(tiles, n_ranks, rank + 1) * cpu::gptq_row_tile)};
 }
 
-// Every rank broadcasts the rows it quantized; afterwards all ranks hold the whole matrix.
-void share_rows(Comm& comm, QuantizedLinear& q) {
-  const int64_t tiles = (q.rows + cpu::gptq_row_tile - 1) / cpu::gptq_row_tile;
+void share_quantized_rows(Comm& comm, QuantizedLinear& q) {
   const int64_t groups = q.n_groups(), words = q.words_per_row();
   for (int r = 0; r < comm.size(); ++r) {
-    const int64_t r0 = std::min(q.rows, split_begin(tiles, comm.size(), r) * cpu::gptq_row_tile);
-    const int64_t r1 = std::min(q.rows, split_begin(tiles, comm.size(), r + 1) * cpu::gptq_row_tile);
+    const auto [r0, r1] = gptq_rank_rows(q.rows, comm.size(), r);
     if (r1 <= r0) continue;
     comm.broadcast(q.qweight.data() + r0 * words, static_cast<size_t>((r1 - r0) * words) * sizeof(uint32_t), r);
     comm.broadcast(q.scales.data() + r0 * groups, static_cast<size_t>((r1 - r0) * groups) * sizeof(uint16_t), r);
     if (!q.zeros.empty()) comm.broadcast(q.zeros.data() + r0 * groups, static_cast<size_t>((r1 - r0) * groups), r);
   }
 }
-
-QuantizedLinear gptq_split_rows(Comm& comm, const Tensor& w, const Tensor& h, const QuantConfig& cfg) {
-  const cpu::GptqFactor factor = cpu::gptq_prepare(h, cfg);
-  QuantizedLinear q = cpu::gptq_make_output(w.rows(), factor, cfg);
-  const int64_t tiles = (w.rows() + cpu::gptq_row_tile - 1) / cpu::gptq_row_tile;
-  const int64_t r0 = std::min(w.rows(), split_begin(tiles, comm.size(), comm.rank()) * cpu::gptq_row_tile);
-  const int64_t r1 = std::min(w.rows(), split_begin(tiles, comm.size(), comm.rank() + 1) * cpu::gptq_row_tile);
-  if (r1 > r0) cpu::gptq_quantize_rows(w, factor, cfg, r0, r1, q);
-  share_rows(comm, q);
-  return q;
-}
-
-}  // namespace
 
 const cpu::HessianAccumulator& hessian_for(const LayerCalibration& calib, const std::string& kind) {
   if (kind == "q_proj" || kind == "k_proj" || kind == "v_proj") return calib.attn_in;
@@ -79,7 +80,7 @@ std::vector<QuantizedModule> quantize_layer(const LayerWeights& weights, const s
   for (const ModuleChoice& choice : choices) {
     QuantizedModule m{choice.module.name, choice.module.layer, std::nullopt, 0.0};
     if (choice.quantized) {
-      const Tensor& w = linear_of(weights, choice.module.kind);
+      const Tensor& w = layer_linear(weights, choice.module.kind);
       const Tensor& h = hessian(choice.module.kind, w.cols());
       try {
         if (choice.quant.method == quant_method::gptq && comm && comm->size() > 1) {

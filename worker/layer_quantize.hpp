@@ -10,6 +10,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "comm/comm.hpp"
@@ -26,6 +27,15 @@ struct QuantizedModule {
   std::optional<QuantizedLinear> quantized;  // empty: kept in floating point
   double rel_error = 0.0;                 // ‖(W−Q)X‖²/‖WX‖² from the layer's Hessian
 };
+
+// The weights of linear `kind` (q_proj … down_proj) of a layer.
+const Tensor& layer_linear(const LayerWeights& weights, const std::string& kind);
+
+// The rows [r0, r1) of a `rows`-row linear that rank `rank` of `n_ranks` quantizes with GPTQ:
+// contiguous runs of whole cpu::gptq_row_tile tiles (kernels/cpu/gptq.hpp on why).
+std::pair<int64_t, int64_t> gptq_rank_rows(int64_t rows, int n_ranks, int rank);
+// Every rank broadcasts the rows it quantized; afterwards all ranks hold the whole linear.
+void share_quantized_rows(Comm& comm, QuantizedLinear& q);
 
 // Hessian of the input of linear `kind` (q/k/v share attn_in, gate/up share mlp_in).
 const cpu::HessianAccumulator& hessian_for(const LayerCalibration& calib, const std::string& kind);

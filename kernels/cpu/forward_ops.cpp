@@ -152,4 +152,18 @@ void add_bias(float* y, const float* bias, int64_t n_tokens, int64_t dim) {
     for (int64_t i = 0; i < dim; ++i) y[t * dim + i] += bias[i];
 }
 
+void token_cosines(const float* a, const float* b, int64_t n_tokens, int64_t dim, double* cos) {
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const float* x = a + t * dim;
+    const float* y = b + t * dim;
+    double dot = 0, nx = 0, ny = 0;
+    for (int64_t i = 0; i < dim; ++i) {
+      dot += static_cast<double>(x[i]) * y[i];
+      nx += static_cast<double>(x[i]) * x[i];
+      ny += static_cast<double>(y[i]) * y[i];
+    }
+    cos[t] = (nx > 0 && ny > 0) ? std::clamp(dot / std::sqrt(nx * ny), -1.0, 1.0) : 0.0;
+  }
+}
+
 }  // namespace shardq::cpu

@@ -45,6 +45,10 @@ void swiglu(const float* gate, const float* up, float* out, int64_t n);
 // y[t,:] += bias for each of n_tokens rows of width dim.
 void add_bias(float* y, const float* bias, int64_t n_tokens, int64_t dim);
 
+// cos[t] = cos∠(a[t,:], b[t,:]) per token row, products and norms accumulated in double,
+// clamped to [-1, 1]; a zero row has no direction and gives 0 (LIM, worker/importance.hpp).
+void token_cosines(const float* a, const float* b, int64_t n_tokens, int64_t dim, double* cos);
+
 // In-place softmax of one row in fp32 with max subtraction.
 void softmax_row(float* x, int64_t n);
 

@@ -1,6 +1,7 @@
 // Status-to-exception side of kernels/cuda/cuda_check.hpp and the handle factories.
 #include "kernels/cuda/cuda_check.hpp"
 
+#include <cstdlib>
 #include <string>
 
 #include <fmt/format.h>
@@ -89,12 +90,36 @@ unique_event make_event() {
   return unique_event(e);
 }
 
-unique_cublas make_cublas(cudaStream_t stream) {
+matmul_precision matmul_precision_from_string(const std::string& s, const char* what) {
+  if (s == "fp32") return matmul_precision::fp32;
+  if (s == "tf32") return matmul_precision::tf32;
+  throw error(fmt::format("{}: unknown matmul precision '{}' (fp32 or tf32)", what, s));
+}
+
+const char* to_string(matmul_precision p) { return p == matmul_precision::tf32 ? "tf32" : "fp32"; }
+
+int select_local_device() {
+  const int n = device_count();
+  if (n == 0) throw cuda_error("device 'cuda': this process sees no CUDA device (driver, GPU or CUDA_VISIBLE_DEVICES)");
+  int local_rank = 0;
+  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"}) {
+    if (const char* v = std::getenv(var); v && *v) {
+      local_rank = std::atoi(v);
+      break;
+    }
+  }
+  const int device = local_rank % n;
+  SHARDQ_CUDA_CHECK(cudaSetDevice(device));
+  return device;
+}
+
+unique_cublas make_cublas(cudaStream_t stream, matmul_precision precision) {
   cublasHandle_t h = nullptr;
   SHARDQ_CUDA_CHECK(cublasCreate(&h));
   unique_cublas owner(h);
   SHARDQ_CUDA_CHECK(cublasSetStream(h, stream));
-  SHARDQ_CUDA_CHECK(cublasSetMathMode(h, CUBLAS_PEDANTIC_MATH));
+  SHARDQ_CUDA_CHECK(cublasSetMathMode(
+      h, precision == matmul_precision::tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH));
   return owner;
 }
 

@@ -56,6 +56,12 @@ int device_count();
 // Device name and compute capability, e.g. "NVIDIA H100 80GB HBM3 (sm_90)"; "" without a device.
 std::string device_description();
 
+// Makes GPU (local rank % device count) current for this process and returns its index; the
+// local rank comes from the launcher (OMPI_COMM_WORLD_LOCAL_RANK, MPI_LOCALRANKID,
+// SLURM_LOCALID; 0 without one), so one rank per GPU needs no further setup. Throws
+// shardq::cuda_error when no GPU is visible.
+int select_local_device();
+
 struct StreamDeleter {
   void operator()(cudaStream_t s) const noexcept { cudaStreamDestroy(s); }
 };
@@ -75,9 +81,17 @@ using unique_cusolver = std::unique_ptr<std::remove_pointer_t<cusolverDnHandle_t
 
 unique_stream make_stream();
 unique_event make_event();
-// A cuBLAS handle bound to `stream`, pedantic fp32 (no TF32 down-conversion: the GPU tier
-// must stay comparable with the fp32 CPU tier).
-unique_cublas make_cublas(cudaStream_t stream);
+
+// Matrix-multiply precision of a cuBLAS handle: pedantic fp32 (the default: comparable with
+// the fp32 CPU tier), or TF32 tensor cores with fp32 accumulation (10-bit mantissa inputs),
+// chosen per phase of a job by measurement (issue 10's report).
+enum class matmul_precision { fp32, tf32 };
+// "fp32" | "tf32"; throws shardq::error naming `what` on anything else.
+matmul_precision matmul_precision_from_string(const std::string& s, const char* what);
+const char* to_string(matmul_precision p);
+
+// A cuBLAS handle bound to `stream` with the given precision.
+unique_cublas make_cublas(cudaStream_t stream, matmul_precision precision = matmul_precision::fp32);
 unique_cusolver make_cusolver(cudaStream_t stream);
 
 // Move-only owner of n elements of device memory (cudaMalloc; uninitialised).

@@ -1,21 +1,68 @@
 // One Llama-family decoder layer on the GPU with the semantics of worker/forward.hpp's
 // layer_forward (same LayerWeights, same RMSNorm → q/k/v (+bias) → RoPE → causal GQA
 // attention → o_proj + residual → RMSNorm → SwiGLU MLP + residual, positions restarting in
-// every window): cuBLAS sgemm (pedantic fp32) for the seven linears, the kernels of
-// kernels/cuda/forward_ops.hpp for the rest. Host in/out: the weights and hidden states are
-// uploaded, the layer computed, the result (and the requested taps) downloaded — a first
-// version for parity and calibration; keeping weights resident across calls is the next step.
+// every window): cuBLAS sgemm for the seven linears, the kernels of
+// kernels/cuda/forward_ops.hpp for the rest.
+//
+// LayerForwardCuda keeps one layer's weights resident and runs it on device hidden states,
+// reusing its activation workspace across calls (the sequential schedule runs every
+// calibration micro-batch through a layer twice: once for the statistics, once quantized).
+// The linear inputs are handed to a tap callback on the layer's stream as they are produced,
+// so the Hessians are accumulated without keeping four tap buffers alive.
 // Like kernels/ref, this tier reads worker/'s plain weight structs (no link dependency).
 // CPU tier: worker/forward.cpp. Test: shardq_gpu_tests --gtest_filter='*ForwardCuda*'.
 #pragma once
 
+#include <cstdint>
+#include <functional>
+#include <string>
+
 #include "common/model_config.hpp"
+#include "kernels/cuda/cuda_check.hpp"
 #include "worker/forward.hpp"
 #include "worker/llama_weights.hpp"
 
 namespace shardq::cuda {
 
-// hidden [n_seq*seq_len, hidden_size] (host) in place; `taps` (optional) receives the linear inputs.
+// Where a linear group's input is tapped (the four GPTQ Hessians of a layer).
+enum class layer_tap { attn_in, o_in, mlp_in, down_in };
+
+class LayerForwardCuda {
+ public:
+  // Called with a device matrix [rows, cols] (row-major) on the layer's stream; it must
+  // enqueue its reads on that stream (or synchronise) before returning.
+  using tap_fn = std::function<void(layer_tap, const float* d_x, int64_t rows, int64_t cols)>;
+
+  LayerForwardCuda(const ModelConfig& config, cudaStream_t stream, matmul_precision precision = matmul_precision::fp32);
+
+  // Uploads the layer's weights (checked against the config).
+  void load(const LayerWeights& weights);
+  // The device weights [out, in] of linear `kind` (q_proj … down_proj), e.g. to replace them
+  // with their dequantized values in place.
+  float* linear(const std::string& kind);
+  const float* linear(const std::string& kind) const;
+
+  // d_hidden [n_seq*seq_len, hidden] in place.
+  void forward(float* d_hidden, int n_seq, int seq_len, const tap_fn& tap = {});
+
+  cudaStream_t stream() const { return stream_; }
+
+ private:
+  void reserve(int64_t n_tokens, int seq_len);
+
+  ModelConfig config_;
+  cudaStream_t stream_;
+  unique_cublas cublas_;
+  bool loaded_ = false;
+  DeviceBuffer<float> attn_norm_, ffn_norm_, wq_, wk_, wv_, wo_, wg_, wu_, wd_, bq_, bk_, bv_;
+  int64_t capacity_ = 0;  // tokens the workspace holds
+  int positions_seq_len_ = 0;
+  DeviceBuffer<int32_t> positions_;
+  DeviceBuffer<float> xn_, q_, k_, v_, att_, gate_, up_;
+};
+
+// Host in/out convenience (tests): upload, one forward, download; `taps` (optional)
+// receives the linear inputs.
 void layer_forward_cuda(const ModelConfig& config, const LayerWeights& weights, float* hidden, int n_seq,
                         int seq_len, LayerTaps* taps = nullptr);
 

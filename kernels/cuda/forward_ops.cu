@@ -1,6 +1,7 @@
 // Decoder forward kernels on the GPU; the API and the mapping of each kernel are in
 // kernels/cuda/forward_ops.hpp.
-//   rmsnorm_kernel, rope_rotate_half_kernel, attention_causal_kernel, swiglu_kernel, add_bias_kernel
+//   rmsnorm_kernel, rope_rotate_half_kernel, attention_causal_kernel, swiglu_kernel, add_bias_kernel,
+//   token_cosines_kernel
 // CPU reference: kernels/cpu/forward_ops.cpp (and the double references kernels/ref/forward_ref.cpp).
 // Test: shardq_gpu_tests --gtest_filter='*ForwardCuda*'.
 #include <cmath>
@@ -111,6 +112,33 @@ __global__ void add_bias_kernel(float* y, const float* __restrict__ bias, int64_
   y[i] += bias[i % dim];
 }
 
+__global__ void token_cosines_kernel(const float* __restrict__ a, const float* __restrict__ b, int64_t dim,
+                                     double* __restrict__ cos) {
+  __shared__ double partial[3][norm_threads];
+  const float* x = a + blockIdx.x * dim;
+  const float* y = b + blockIdx.x * dim;
+  double dot = 0.0, nx = 0.0, ny = 0.0;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    dot += static_cast<double>(x[i]) * y[i];
+    nx += static_cast<double>(x[i]) * x[i];
+    ny += static_cast<double>(y[i]) * y[i];
+  }
+  partial[0][threadIdx.x] = dot;
+  partial[1][threadIdx.x] = nx;
+  partial[2][threadIdx.x] = ny;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s /= 2) {
+    if (threadIdx.x < s) {
+      for (int k = 0; k < 3; ++k) partial[k][threadIdx.x] += partial[k][threadIdx.x + s];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    const double d = partial[0][0], p = partial[1][0], q = partial[2][0];
+    cos[blockIdx.x] = (p > 0 && q > 0) ? fmin(1.0, fmax(-1.0, d / sqrt(p * q))) : 0.0;
+  }
+}
+
 }  // namespace
 
 void rmsnorm(const float* d_x, const float* d_weight, float* d_y, int64_t n_tokens, int64_t dim, float eps,
@@ -152,6 +180,13 @@ void swiglu(const float* d_gate, const float* d_up, float* d_out, int64_t n, cud
 void add_bias(float* d_y, const float* d_bias, int64_t n_tokens, int64_t dim, cudaStream_t stream) {
   if (n_tokens * dim <= 0) return;
   add_bias_kernel<<<grid_for(n_tokens * dim, 256), 256, 0, stream>>>(d_y, d_bias, n_tokens, dim);
+  SHARDQ_CUDA_CHECK_LAUNCH();
+}
+
+void token_cosines(const float* d_a, const float* d_b, int64_t n_tokens, int64_t dim, double* d_cos,
+                   cudaStream_t stream) {
+  if (n_tokens <= 0) return;
+  token_cosines_kernel<<<static_cast<unsigned>(n_tokens), norm_threads, 0, stream>>>(d_a, d_b, dim, d_cos);
   SHARDQ_CUDA_CHECK_LAUNCH();
 }
 

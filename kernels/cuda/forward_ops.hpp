@@ -8,6 +8,7 @@
 //                    keys (Milakov & Gimelshein 2018), head_dim ≤ 256; a simple correct kernel,
 //                    not a flash-attention one
 //   swiglu, add_bias element-wise
+//   token_cosines    one block per token row, double reductions (LIM's cosine per token)
 // The linears and the layer are kernels/cuda/forward.hpp (cuBLAS sgemm).
 // Test: shardq_gpu_tests --gtest_filter='*ForwardCuda*'. Launches are asynchronous on `stream`.
 #pragma once
@@ -27,6 +28,9 @@ void attention_causal(const float* d_q, const float* d_k, const float* d_v, floa
                       int n_heads, int n_kv_heads, int head_dim, cudaStream_t stream);
 void swiglu(const float* d_gate, const float* d_up, float* d_out, int64_t n, cudaStream_t stream);
 void add_bias(float* d_y, const float* d_bias, int64_t n_tokens, int64_t dim, cudaStream_t stream);
+// d_cos[t] = cos∠(a[t,:], b[t,:]) as cpu::token_cosines (double; the summation order differs).
+void token_cosines(const float* d_a, const float* d_b, int64_t n_tokens, int64_t dim, double* d_cos,
+                   cudaStream_t stream);
 
 inline constexpr int attention_max_head_dim = 256;
 

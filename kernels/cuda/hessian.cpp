@@ -1,16 +1,19 @@
 // GPU Hessian accumulator, host side; see kernels/cuda/hessian.hpp.
 #include "kernels/cuda/hessian.hpp"
 
+#include <cmath>
+
 #include <fmt/format.h>
 
 #include "common/error.hpp"
 
 namespace shardq::cuda {
 
-HessianAccumulatorCuda::HessianAccumulatorCuda(int64_t dim)
+HessianAccumulatorCuda::HessianAccumulatorCuda(int64_t dim, cudaStream_t stream, matmul_precision precision)
     : dim_(dim),
-      stream_(make_stream()),
-      cublas_(make_cublas(stream_.get())),
+      own_stream_(stream ? unique_stream() : make_stream()),
+      stream_(stream ? stream : own_stream_.get()),
+      cublas_(make_cublas(stream_, precision)),
       sums_(dim > 0 ? static_cast<std::size_t>(dim * (dim + 1) / 2) : 0),  // dim checked below
       partial_(dim > 0 ? static_cast<std::size_t>(dim * dim) : 0),
       flags_(1) {
@@ -19,28 +22,40 @@ HessianAccumulatorCuda::HessianAccumulatorCuda(int64_t dim)
   flags_.zero();
 }
 
-void HessianAccumulatorCuda::add(const float* d_x, int64_t n_tokens) {
+void HessianAccumulatorCuda::reset() {
+  SHARDQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  sums_.zero();
+  flags_.zero();
+  n_tokens_ = 0;
+}
+
+void HessianAccumulatorCuda::enqueue(const float* d_x, int64_t n_tokens) {
   if (n_tokens <= 0) return;
   // Row-major x [n, dim] is column-major xᵀ [dim, n]; P = xᵀx = (xᵀ)(xᵀ)ᵀ is syrk "N".
   const float one = 1.0f, zero = 0.0f;
   SHARDQ_CUDA_CHECK(cublasSsyrk(cublas_.get(), CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, static_cast<int>(dim_),
                                 static_cast<int>(n_tokens), &one, d_x, static_cast<int>(dim_), &zero,
                                 partial_.get(), static_cast<int>(dim_)));
-  hessian_fixed_point_add(partial_.get(), dim_, sums_.get(), flags_.get(), stream_.get());
+  hessian_fixed_point_add(partial_.get(), dim_, sums_.get(), flags_.get(), stream_);
   n_tokens_ += n_tokens;
-  check_flags();
+}
+
+void HessianAccumulatorCuda::add(const float* d_x, int64_t n_tokens) {
+  enqueue(d_x, n_tokens);
+  check();
 }
 
 void HessianAccumulatorCuda::add_host(const float* x, int64_t n_tokens) {
   if (n_tokens <= 0) return;
   const auto n = static_cast<std::size_t>(n_tokens * dim_);
+  SHARDQ_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the previous upload may still be read
   if (staging_.size() < n) staging_ = DeviceBuffer<float>(n);
   staging_.upload(x, n);
   add(staging_.get(), n_tokens);
 }
 
-void HessianAccumulatorCuda::check_flags() {
-  SHARDQ_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+void HessianAccumulatorCuda::check() {
+  SHARDQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
   unsigned flags = 0;
   flags_.download(&flags, 1);
   if (flags & hessian_flag_nonfinite)
@@ -52,12 +67,27 @@ void HessianAccumulatorCuda::check_flags() {
 }
 
 cpu::HessianAccumulator HessianAccumulatorCuda::download() const {
-  SHARDQ_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+  SHARDQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
   static_assert(sizeof(hessian_int) == sizeof(cpu::hessian_int));
   const std::vector<hessian_int> sums = sums_.to_host();
   cpu::HessianAccumulator out(dim_);
   out.merge_packed(std::span<const cpu::hessian_int>(sums.data(), sums.size()), n_tokens_);
   return out;
+}
+
+void HessianAccumulatorCuda::upload(const cpu::HessianAccumulator& total) {
+  if (total.dim() != dim_)
+    throw error(fmt::format("hessian (cuda): upload of a dim {} accumulator into dim {}", total.dim(), dim_));
+  SHARDQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  const auto sums = total.packed_sums();
+  sums_.upload(reinterpret_cast<const hessian_int*>(sums.data()), sums.size());
+  n_tokens_ = total.n_tokens();
+}
+
+void HessianAccumulatorCuda::finalize(float* d_h) const {
+  // The CPU's scale, computed once on the host: 2^-64 · 2/n in double.
+  const double scale = n_tokens_ > 0 ? std::ldexp(2.0 / static_cast<double>(n_tokens_), -64) : 0.0;
+  hessian_finalize(sums_.get(), dim_, scale, d_h, stream_);
 }
 
 }  // namespace shardq::cuda

@@ -4,6 +4,7 @@
 //          the row-major packed sums contiguously.
 // CPU reference: kernels/cpu/hessian.cpp (hessian_fixed_point, HessianAccumulator::add);
 // the host class is kernels/cuda/hessian.cpp. Test: shardq_gpu_tests --gtest_filter='*HessianCuda*';
+//   kernel hessian_finalize_kernel: packed sums → full symmetric fp32 H.
 // benchmark: bench_gpu_gptq (accumulation is timed as part of nothing yet; see the report).
 #include "kernels/cuda/cuda_check.hpp"
 #include "kernels/cuda/hessian.cuh"
@@ -50,7 +51,26 @@ __global__ void hessian_fixed_point_add_kernel(const float* __restrict__ partial
   *s = sum;
 }
 
+// One thread per packed entry of row i (blockIdx.y): both halves of the symmetric matrix.
+__global__ void hessian_finalize_kernel(const hessian_int* __restrict__ sums, int64_t dim, double scale,
+                                        float* __restrict__ h) {
+  const int64_t i = blockIdx.y;
+  const int64_t j = i + static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (j >= dim) return;
+  const float value = static_cast<float>(static_cast<double>(sums[i * dim - i * (i - 1) / 2 + (j - i)]) * scale);
+  h[i * dim + j] = value;
+  h[j * dim + i] = value;
+}
+
 }  // namespace
+
+void hessian_finalize(const hessian_int* d_sums, int64_t dim, double scale, float* d_h, cudaStream_t stream) {
+  if (dim <= 0) return;
+  constexpr int threads = 256;
+  const dim3 grid(grid_for(dim, threads), static_cast<unsigned>(dim));
+  hessian_finalize_kernel<<<grid, threads, 0, stream>>>(d_sums, dim, scale, d_h);
+  SHARDQ_CUDA_CHECK_LAUNCH();
+}
 
 void hessian_fixed_point_add(const float* d_partial, int64_t dim, hessian_int* d_sums, unsigned* d_flags,
                              cudaStream_t stream) {

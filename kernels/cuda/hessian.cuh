@@ -25,4 +25,9 @@ enum hessian_flag : unsigned {
 void hessian_fixed_point_add(const float* d_partial, int64_t dim, hessian_int* d_sums, unsigned* d_flags,
                              cudaStream_t stream);
 
+// d_h[i*dim + j] = d_h[j*dim + i] = (float)((double)d_sums[packed(i, j)] · scale), the
+// conversions of cpu::HessianAccumulator::finalize (int128 → double rounds to nearest,
+// then double → float); scale 0 gives zeros.
+void hessian_finalize(const hessian_int* d_sums, int64_t dim, double scale, float* d_h, cudaStream_t stream);
+
 }  // namespace shardq::cuda

@@ -1,8 +1,10 @@
 // GPTQ's layer Hessian H = 2/n · Σ xxᵀ accumulated on the GPU into exactly the fixed-point
 // integers of the CPU tier (kernels/cpu/hessian.hpp), so GPU and CPU accumulators of the same
 // micro-batches merge, and reductions across ranks stay exact whatever device produced them.
-//   cublasSsyrk (fp32, pedantic: no TF32) per micro-batch → hessian_fixed_point_add kernel
-//   (kernels/cuda/hessian.cu) adding trunc(P · 2^64) to the device-resident packed sums.
+//   cublasSsyrk (fp32 pedantic, or TF32 when asked) per micro-batch → hessian_fixed_point_add
+//   kernel (kernels/cuda/hessian.cu) adding trunc(P · 2^64) to the device-resident packed sums;
+//   hessian_finalize kernel: the full symmetric fp32 H on the device, bit for bit
+//   cpu::HessianAccumulator::finalize of the same sums.
 // The fp32 partial of one micro-batch is rounded by cuBLAS in its own summation order, so
 // GPU sums equal the CPU's bit for bit when every partial is exact (e.g. small-integer
 // activations) and otherwise agree to fp32 rounding of each partial.
@@ -19,7 +21,10 @@ namespace shardq::cuda {
 
 class HessianAccumulatorCuda {
  public:
-  explicit HessianAccumulatorCuda(int64_t dim);
+  // Work runs on `stream` (the caller's, e.g. the layer forward's, so taps need no extra
+  // synchronisation); a null stream gives the accumulator its own.
+  explicit HessianAccumulatorCuda(int64_t dim, cudaStream_t stream = nullptr,
+                                  matmul_precision precision = matmul_precision::fp32);
 
   int64_t dim() const { return dim_; }
   int64_t n_tokens() const { return n_tokens_; }
@@ -27,22 +32,37 @@ class HessianAccumulatorCuda {
   // Adds Σ xxᵀ over the rows of the device matrix d_x [n_tokens, dim] (row-major, fp32).
   // Throws shardq::error (as the CPU tier) on a non-finite entry or a fixed-point overflow.
   void add(const float* d_x, int64_t n_tokens);
+  // The same without waiting: the range and overflow checks of every enqueued add surface at
+  // the next check() (the flags are sticky).
+  void enqueue(const float* d_x, int64_t n_tokens);
+  void check();
   // The same from host memory (uploads first).
   void add_host(const float* x, int64_t n_tokens);
   // The packed sums on the device (layout of cpu::HessianAccumulator::packed_sums), e.g. for
-  // an NCCL reduction (comm/nccl/nccl_comm.hpp).
+  // an NCCL reduction (comm/nccl/nccl_comm.hpp); after reducing them in place, set the total
+  // token count with set_n_tokens.
   hessian_int* device_sums() { return sums_.get(); }
   std::size_t packed_size() const { return sums_.size(); }
+  void set_n_tokens(int64_t n) { n_tokens_ = n; }
+  // Back to no tokens (the next layer's statistics reuse the memory).
+  void reset();
 
   // A CPU accumulator holding the same sums and token count (merge / finalize there).
   cpu::HessianAccumulator download() const;
+  // Replaces sums and token count with those of `total` (e.g. reduced across ranks on the host).
+  void upload(const cpu::HessianAccumulator& total);
+
+  // H = 2/n_tokens · Σ xxᵀ into d_h [dim, dim] (full symmetric, fp32; zero when empty), bit
+  // for bit cpu::HessianAccumulator::finalize. Enqueued on the accumulator's stream.
+  void finalize(float* d_h) const;
+
+  cudaStream_t stream() const { return stream_; }
 
  private:
-  void check_flags();
-
   int64_t dim_ = 0;
   int64_t n_tokens_ = 0;
-  unique_stream stream_;
+  unique_stream own_stream_;
+  cudaStream_t stream_ = nullptr;
   unique_cublas cublas_;
   DeviceBuffer<hessian_int> sums_;
   DeviceBuffer<float> partial_;  // [dim, dim] column-major, lower triangle used

@@ -80,7 +80,10 @@ badspec() {
   expect_refused "quant.group_size" --group-size 0 "${c[@]}" --output "$work/o3"
   expect_refused "calibration.path" --calibration "$work/missing.txt" --output "$work/o4"
   expect_refused "output" "${c[@]}" --output "$work/model/quantized"
-  for o in o1 o2 o3 o4; do [ ! -e "$work/$o" ] || { echo "work started for a refused spec ($o exists)"; exit 1; }; done
+  # The GPU engine runs the sequential schedule only; without a visible GPU, device cuda is refused.
+  expect_refused "device" --device cuda --schedule pipeline "${c[@]}" --output "$work/o5"
+  if ! nvidia-smi -L >/dev/null 2>&1; then expect_refused "device" --device cuda "${c[@]}" --output "$work/o6"; fi
+  for o in o1 o2 o3 o4 o5 o6; do [ ! -e "$work/$o" ] || { echo "work started for a refused spec ($o exists)"; exit 1; }; done
   [ ! -e "$work/model/quantized" ] || { echo "wrote inside the model directory"; exit 1; }
 }
 

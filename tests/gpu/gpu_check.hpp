@@ -15,10 +15,12 @@
 
 #include <gtest/gtest.h>
 
+#include "common/model_config.hpp"
 #include "common/tensor.hpp"
 #include "kernels/cpu/hessian.hpp"
 #include "kernels/cuda/cuda_check.hpp"
 #include "support/test_support.hpp"
+#include "worker/llama_weights.hpp"
 
 namespace shardq::test {
 
@@ -110,6 +112,33 @@ inline Stories260K load_stories260k() {
   read(m.w2, L * d * h);
   read(m.w3, L * h * d);
   return m;
+}
+
+// A LayerWeights of the real stories260K layer l (llama2.c rows, used as they are: both tiers
+// read the same weights, so the RoPE row order does not matter for parity).
+inline LayerWeights stories_layer(const test::Stories260K& m, int l, ModelConfig& c) {
+  c.hidden_size = m.dim;
+  c.intermediate_size = m.hidden;
+  c.num_layers = m.n_layers;
+  c.num_heads = m.n_heads;
+  c.num_kv_heads = m.n_kv_heads;
+  c.head_dim = m.dim / m.n_heads;
+  c.vocab_size = m.vocab;
+  const int64_t d = m.dim, kv = m.kv_dim(), h = m.hidden;
+  auto slice = [](const std::vector<float>& all, int l, int64_t rows, int64_t cols) {
+    return Tensor({rows, cols}, std::vector<float>(all.begin() + l * rows * cols, all.begin() + (l + 1) * rows * cols));
+  };
+  LayerWeights w;
+  w.attn_norm = Tensor({d}, std::vector<float>(m.rms_att.begin() + l * d, m.rms_att.begin() + (l + 1) * d));
+  w.ffn_norm = Tensor({d}, std::vector<float>(m.rms_ffn.begin() + l * d, m.rms_ffn.begin() + (l + 1) * d));
+  w.q_proj = slice(m.wq, l, d, d);
+  w.k_proj = slice(m.wk, l, kv, d);
+  w.v_proj = slice(m.wv, l, kv, d);
+  w.o_proj = slice(m.wo, l, d, d);
+  w.gate_proj = slice(m.w1, l, h, d);
+  w.down_proj = slice(m.w2, l, d, h);
+  w.up_proj = slice(m.w3, l, h, d);
+  return w;
 }
 
 }  // namespace shardq::test

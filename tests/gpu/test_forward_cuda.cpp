@@ -50,6 +50,27 @@ TEST(ForwardCuda, RopeRotateHalf) {
   }
 }
 
+TEST(ForwardCuda, TokenCosines) {
+  SHARDQ_REQUIRE_GPU();
+  for (int64_t dim : {1, 64, 300, 4096}) {
+    const int64_t n = 9;
+    auto a = random_vector(n * dim, 21), b = random_vector(n * dim, 22);
+    for (int64_t i = 0; i < dim; ++i) {
+      a[2 * dim + i] = 0.0f;            // a zero row: cos 0
+      b[3 * dim + i] = a[3 * dim + i];  // parallel: cos 1
+      b[4 * dim + i] = -a[4 * dim + i]; // opposite: cos -1
+    }
+    std::vector<double> want(n);
+    cpu::token_cosines(a.data(), b.data(), n, dim, want.data());
+    DeviceBuffer<float> da = to_device(a), db = to_device(b);
+    DeviceBuffer<double> dc(n);
+    cuda::token_cosines(da.get(), db.get(), n, dim, dc.get(), nullptr);
+    const auto got = dc.to_host();
+    for (int64_t t = 0; t < n; ++t) EXPECT_NEAR(got[t], want[t], 1e-12) << "dim " << dim << " token " << t;
+    EXPECT_EQ(got[2], 0.0);
+  }
+}
+
 struct AttentionCase {
   int n_seq, seq_len, n_heads, n_kv_heads, head_dim;
 };
@@ -97,33 +118,6 @@ TEST(ForwardCuda, Swiglu) {
   }
 }
 
-// A LayerWeights of the real stories260K layer l (llama2.c rows, used as they are: both tiers
-// read the same weights, so the RoPE row order does not matter for parity).
-LayerWeights stories_layer(const test::Stories260K& m, int l, ModelConfig& c) {
-  c.hidden_size = m.dim;
-  c.intermediate_size = m.hidden;
-  c.num_layers = m.n_layers;
-  c.num_heads = m.n_heads;
-  c.num_kv_heads = m.n_kv_heads;
-  c.head_dim = m.dim / m.n_heads;
-  c.vocab_size = m.vocab;
-  const int64_t d = m.dim, kv = m.kv_dim(), h = m.hidden;
-  auto slice = [](const std::vector<float>& all, int l, int64_t rows, int64_t cols) {
-    return Tensor({rows, cols}, std::vector<float>(all.begin() + l * rows * cols, all.begin() + (l + 1) * rows * cols));
-  };
-  LayerWeights w;
-  w.attn_norm = Tensor({d}, std::vector<float>(m.rms_att.begin() + l * d, m.rms_att.begin() + (l + 1) * d));
-  w.ffn_norm = Tensor({d}, std::vector<float>(m.rms_ffn.begin() + l * d, m.rms_ffn.begin() + (l + 1) * d));
-  w.q_proj = slice(m.wq, l, d, d);
-  w.k_proj = slice(m.wk, l, kv, d);
-  w.v_proj = slice(m.wv, l, kv, d);
-  w.o_proj = slice(m.wo, l, d, d);
-  w.gate_proj = slice(m.w1, l, h, d);
-  w.down_proj = slice(m.w2, l, d, h);
-  w.up_proj = slice(m.w3, l, h, d);
-  return w;
-}
-
 TEST(ForwardCuda, LayerForwardStories260K) {
   SHARDQ_REQUIRE_GPU();
   const test::Stories260K m = test::load_stories260k();
@@ -134,7 +128,7 @@ TEST(ForwardCuda, LayerForwardStories260K) {
   std::vector<float> h_cpu = hidden, h_gpu = hidden;
   for (int l = 0; l < m.n_layers; ++l) {
     ModelConfig c;
-    const LayerWeights w = stories_layer(m, l, c);
+    const LayerWeights w = test::stories_layer(m, l, c);
     LayerTaps taps_cpu, taps_gpu;
     layer_forward(c, w, h_cpu.data(), n_seq, seq_len, &taps_cpu);
     cuda::layer_forward_cuda(c, w, h_gpu.data(), n_seq, seq_len, &taps_gpu);

@@ -2,7 +2,9 @@
 // cpu::HessianAccumulator: bit-identical fixed-point sums where every fp32 partial is exact
 // (small-integer activations), fp32-rounding agreement on random data and on the real
 // stories260K embeddings, merging of GPU and CPU accumulators, and the error on non-finite input.
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "common/error.hpp"
@@ -56,6 +58,47 @@ TEST_P(HessianCudaShapes, RandomMatchesCpuToFp32Rounding) {
   const Tensor h_gpu = gpu_acc.download().finalize(), h_cpu = cpu_acc.finalize();
   // Each entry is a sum of n products of magnitude ≤ 1: fp32 reordering error ≲ n·2^-24·|terms|.
   EXPECT_TRUE(check_tensor("hessian dim " + std::to_string(dim), h_gpu.ptr(), h_cpu.ptr(), h_cpu.data.size(), 2e-5f, 1e-5f));
+}
+
+// The device finalize (int128 → double → fp32 on the GPU) equals the CPU's finalize of the
+// same sums bit for bit, on large sums (random data: every 2^-64 bit is populated).
+TEST_P(HessianCudaShapes, DeviceFinalizeBitIdenticalToCpu) {
+  SHARDQ_REQUIRE_GPU();
+  const int64_t dim = GetParam(), n = 300;
+  const std::vector<float> x = test::random_vector(static_cast<std::size_t>(n * dim), 11u + static_cast<uint32_t>(dim), -30.0f, 30.0f);
+  cuda::HessianAccumulatorCuda gpu_acc(dim);
+  gpu_acc.add_host(x.data(), n);
+  cuda::DeviceBuffer<float> d_h(static_cast<std::size_t>(dim * dim));
+  gpu_acc.finalize(d_h.get());
+  SHARDQ_CUDA_CHECK(cudaStreamSynchronize(gpu_acc.stream()));
+  const std::vector<float> got = d_h.to_host();
+  const Tensor want = gpu_acc.download().finalize();
+  std::size_t mismatches = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) mismatches += std::memcmp(&got[i], &want.data[i], sizeof(float)) != 0;
+  EXPECT_EQ(mismatches, 0u) << "of " << got.size() << " entries";
+}
+
+// reset() empties the sums; upload() replaces them (the host reduction across ranks).
+TEST_P(HessianCudaShapes, ResetAndUploadRoundTrip) {
+  SHARDQ_REQUIRE_GPU();
+  const int64_t dim = GetParam();
+  const std::vector<float> a = small_integers(static_cast<std::size_t>(20 * dim), 3), b = small_integers(static_cast<std::size_t>(9 * dim), 4);
+  cuda::HessianAccumulatorCuda gpu_acc(dim);
+  gpu_acc.add_host(a.data(), 20);
+  gpu_acc.reset();
+  EXPECT_EQ(gpu_acc.n_tokens(), 0);
+  gpu_acc.add_host(b.data(), 9);
+  cpu::HessianAccumulator cpu_b(dim);
+  cpu_b.add(b.data(), 9);
+  const cpu::HessianAccumulator after_reset = gpu_acc.download();
+  EXPECT_TRUE(std::equal(after_reset.packed_sums().begin(), after_reset.packed_sums().end(), cpu_b.packed_sums().begin()));
+  cpu::HessianAccumulator total(dim);
+  total.add(a.data(), 20);
+  total.merge(cpu_b);
+  gpu_acc.upload(total);
+  const cpu::HessianAccumulator back = gpu_acc.download();
+  EXPECT_EQ(back.n_tokens(), 29);
+  EXPECT_TRUE(std::equal(back.packed_sums().begin(), back.packed_sums().end(), total.packed_sums().begin()));
 }
 
 INSTANTIATE_TEST_SUITE_P(Dims, HessianCudaShapes, ::testing::Values(1, 7, 17, 64, 65, 127, 172));

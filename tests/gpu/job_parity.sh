@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The whole quantize job with device cuda against the same job on the CPU (issue 10): the
+# quantized integers must agree for ≥ MIN_FRACTION of the weights (the two sides' fp32 sums
+# run in different orders, so a value on a rounding tie may round the other way), and the
+# GPU checkpoint must evaluate like the CPU one. Skips (77) on a machine without a GPU.
+#   job_parity.sh stories|synth [PRECISION fp32|tf32|forward=..,hessian=..] [MIN_FRACTION]
+set -euo pipefail
+: "${SHARDQ_BIN:?}" "${SHARDQ_SHARED:?}" "${SHARDQ_SOURCE:?}"
+model=${1:?stories or synth}
+precision=${2:-fp32}
+min_fraction=${3:-0.999}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+S=$SHARDQ_SHARED
+case "$model" in
+  stories)
+    "$SHARDQ_BIN" convert llama2c "$S/models/stories260K/stories260K.bin" --tokenizer "$S/models/stories260K/tok512.bin" \
+      --output "$work/model" 2>/dev/null
+    calib=(--calibration "$S/data/tinystories/calib.txt" --samples 64 --seq-len 256)
+    quant=(--method gptq --bits 4 --group-size 32 --act-order)
+    ;;
+  synth)
+    # Shapes past one 128-row GPTQ tile and one 128-column block, GQA, a non-power-of-two MLP.
+    "$SHARDQ_BIN" synth --layers 4 --hidden 512 --intermediate 1376 --heads 8 --kv-heads 2 --vocab 1000 \
+      --output "$work/model" >/dev/null
+    /usr/bin/python3 -c "import numpy as np; np.random.default_rng(5).integers(0, 1000, 60000).astype('<u4').tofile('$work/tokens.bin')"
+    calib=(--calibration "$work/tokens.bin" --calibration-format tokens --samples 32 --seq-len 512)
+    quant=(--method gptq --bits 4 --group-size 128 --act-order)
+    ;;
+  *) echo "job_parity.sh: unknown model '$model'" >&2; exit 2 ;;
+esac
+
+"$SHARDQ_BIN" quantize --model "$work/model" --output "$work/cpu" "${calib[@]}" "${quant[@]}" --device cpu --quiet >/dev/null
+if ! SHARDQ_CUDA_MATMUL=$precision "$SHARDQ_BIN" quantize --model "$work/model" --output "$work/cuda" "${calib[@]}" \
+    "${quant[@]}" --device cuda --quiet >/dev/null 2>"$work/cuda.err"; then
+  if grep -q "sees no GPU" "$work/cuda.err"; then echo "no CUDA device: skipped"; exit 77; fi
+  cat "$work/cuda.err" >&2
+  exit 1
+fi
+/usr/bin/python3 "$SHARDQ_SOURCE/tests/gpu/compare_codes.py" "$work/cpu" "$work/cuda" "$min_fraction"
+if [ "$model" = stories ]; then
+  for side in cpu cuda; do
+    "$SHARDQ_BIN" eval --model "$work/$side" --ref "$work/model" --text "$S/data/tinystories/eval.txt" \
+      --max-windows 60 --json >"$work/$side.eval.json"
+  done
+  /usr/bin/python3 - "$work/cpu.eval.json" "$work/cuda.eval.json" <<'PY'
+import json, sys
+c, g = (json.load(open(p)) for p in sys.argv[1:3])
+print(f"eval  cpu ppl {c['ppl']:.4f} kl {c['kl']:.5f} | cuda ppl {g['ppl']:.4f} kl {g['kl']:.5f}")
+assert abs(g["ppl"] - c["ppl"]) <= 0.01 * c["ppl"], "GPU checkpoint perplexity differs from the CPU one's by more than 1%"
+PY
+fi
