@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <future>
 #include <map>
 #include <memory>
 #include <optional>
@@ -312,7 +313,7 @@ void measure_precision(Comm& comm, JobPlan& p, Progress& progress, std::map<std:
 // their shard), which gives the same bits as the uninterrupted run. The numerics run on the
 // spec's device (worker/sequential_engine.hpp); this function is the schedule around them.
 void run_sequential(Comm& comm, const JobPlan& p, Progress& progress, std::map<std::string, double>& phases,
-                    JournalWriter* journal, double& flops) {
+                    std::map<std::string, double>& phase_flops, JournalWriter* journal, double& flops) {
   const SafetensorsModel model(p.spec.model);
   const int rank = comm.rank();
   const std::vector<bool> missing = missing_layers(p);
@@ -357,10 +358,11 @@ void run_sequential(Comm& comm, const JobPlan& p, Progress& progress, std::map<s
   }
   double replay_since_snapshot = 0;  // propagation a resume from here would redo (rank 0's share)
   SnapshotPolicy policy(static_cast<int64_t>(p.windows.size()) * p.config.hidden_size * static_cast<int64_t>(sizeof(float)));
-  const auto propagate = [&] {
+  const auto propagate = [&](const char* phase) {
     const auto t0 = clock_type::now();
     engine->propagate();
     flops += rank_forward_flops;
+    phase_flops[phase] += rank_forward_flops;
     replay_since_snapshot += seconds_since(t0);
   };
   // After layer l is committed: maybe save the hidden states entering l + 1 (collective).
@@ -391,36 +393,53 @@ void run_sequential(Comm& comm, const JobPlan& p, Progress& progress, std::map<s
     if (done > 0) progress.update(done);
   }
   double load_s = 0, calibrate_s = 0, quantize_s = 0, propagate_s = 0, replay_s = 0;
+  // The next layer's weights are read (and converted to fp32) on a second thread while this
+  // one computes: reading a 70B model's layer from disk takes about as long as quantizing it.
+  std::future<LayerWeights> prefetch;  // declared after `model`: its destructor waits first
+  int prefetched = -1;
+  const auto start_prefetch = [&](int l) {
+    if (l > last_missing || !(missing[static_cast<size_t>(l)] || has_hidden)) return;
+    prefetch = std::async(std::launch::async, [&model, &p, l] { return layer_weights_load(model, p.config, l); });
+    prefetched = l;
+  };
+  const auto load_weights = [&](int l) {
+    LayerWeights w = prefetched == l ? prefetch.get() : layer_weights_load(model, p.config, l);
+    start_prefetch(l + 1);
+    return w;
+  };
   for (int l = start; l <= last_missing; ++l) {
     const auto choices = layer_choices(p.allocation, l);
     if (!missing[static_cast<size_t>(l)]) {
       if (!has_hidden) continue;
       const auto t0 = clock_type::now();
-      const LayerWeights stored = dequantized_layer(layer_weights_load(model, p.config, l),
-                                                    read_layer_shard(p.spec.output, l, choices));
+      const LayerWeights stored = dequantized_layer(load_weights(l), read_layer_shard(p.spec.output, l, choices));
       engine->load(stored);
-      propagate();
+      propagate("replay");
       replay_s += seconds_since(t0);
       continue;
     }
     const int owner = p.layers.owner(l);
     auto t0 = clock_type::now();
-    const LayerWeights weights = layer_weights_load(model, p.config, l);
+    const LayerWeights weights = load_weights(l);
     engine->load(weights);
     load_s += seconds_since(t0);
 
     t0 = clock_type::now();
     engine->calibrate(comm, [&](size_t i) { if (i == 0) fault_point("calibrate", rank, l); });
     flops += rank_forward_flops + rank_hessian_flops;
+    phase_flops["calibrate"] += rank_forward_flops + rank_hessian_flops;
     calibrate_s += seconds_since(t0);
 
     t0 = clock_type::now();
     const auto modules = engine->quantize(choices, calibrated, comm,
                                           [&](size_t n) { if (n == 1) fault_point("quantize", rank, l); });
-    if (comm.is_root()) flops += layer_quantize_flops(choices);
+    if (comm.is_root()) {
+      flops += layer_quantize_flops(choices);
+      phase_flops["quantize"] += layer_quantize_flops(choices);
+    }
     quantize_s += seconds_since(t0);
     t0 = clock_type::now();
-    if (has_hidden) propagate();
+    if (has_hidden) propagate("propagate");
     propagate_s += seconds_since(t0);
     fault_point("layer_quantized", rank, l);
     std::vector<JournalShard> committed;
@@ -476,11 +495,12 @@ json quantize_job_run(Comm& comm, const json& spec_json, const JobOptions& optio
 
   const SafetensorsModel model(p.spec.model);
   double flops = 0;
+  std::map<std::string, double> phase_flops;  // sequential: this rank's counted work per phase
   if (options.dry_run || p.spec.schedule == "pipeline") {
     json report = run_pipeline(comm, p, options, progress, phases, journal_ptr, flops);
     if (options.dry_run) return report;
   } else {
-    run_sequential(comm, p, progress, phases, journal_ptr, flops);
+    run_sequential(comm, p, progress, phases, phase_flops, journal_ptr, flops);
   }
 
   t0 = clock_type::now();
@@ -499,12 +519,22 @@ json quantize_job_run(Comm& comm, const json& spec_json, const JobOptions& optio
   const double full = full_job_flops(p.config, p.allocation, p.spec.schedule, p.samples(), p.seq_len);
   int reused = 0;
   for (uint8_t c : p.committed) reused += c;
-  const json run{{"resumed", p.resumed},
+  json run{{"resumed", p.resumed},
                  {"shards_reused", reused},
                  {"shards_total", p.committed.size()},
                  {"work_gflop", work * 1e-9},
                  {"full_job_gflop", full * 1e-9},
-                 {"work_fraction", full > 0 ? work / full : 0.0}};
+                 {"work_fraction", full > 0 ? work / full : 0.0},
+                 {"device", p.spec.device}};
+  // Rank 0's counted work and achieved rate per phase of the sequential schedule (what the
+  // GPU benchmarks report; the matmul precision is the identity's cuda_matmul).
+  for (const auto& [phase, f] : phase_flops) {
+    run["phase_gflop"][phase] = f * 1e-9;
+    const auto t = phases.find(phase);
+    if (t != phases.end() && t->second > 0) run["phase_tflops"][phase] = f * 1e-12 / t->second;
+  }
+  if (p.spec.device == "cuda")
+    run["cuda_matmul"] = {{"forward", p.cuda_matmul.forward}, {"hessian", p.cuda_matmul.hessian}};
   json work_event = run;
   work_event["event"] = "work";
   progress.event(work_event);
