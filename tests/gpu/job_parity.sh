@@ -9,6 +9,9 @@ set -euo pipefail
 model=${1:?stories or synth}
 precision=${2:-fp32}
 min_fraction=${3:-0.999}
+# numpy + h5py: Debian's /usr/bin/python3 in CI; on the lent GPU machine its own python3
+# (scripts/gpu_device_run.sh sets SHARDQ_PYTHON).
+PY=${SHARDQ_PYTHON:-/usr/bin/python3}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 S=$SHARDQ_SHARED
@@ -23,7 +26,7 @@ case "$model" in
     # Shapes past one 128-row GPTQ tile and one 128-column block, GQA, a non-power-of-two MLP.
     "$SHARDQ_BIN" synth --layers 4 --hidden 512 --intermediate 1376 --heads 8 --kv-heads 2 --vocab 1000 \
       --output "$work/model" >/dev/null
-    /usr/bin/python3 -c "import numpy as np; np.random.default_rng(5).integers(0, 1000, 60000).astype('<u4').tofile('$work/tokens.bin')"
+    "$PY" -c "import numpy as np; np.random.default_rng(5).integers(0, 1000, 60000).astype('<u4').tofile('$work/tokens.bin')"
     calib=(--calibration "$work/tokens.bin" --calibration-format tokens --samples 32 --seq-len 512)
     quant=(--method gptq --bits 4 --group-size 128 --act-order)
     ;;
@@ -37,13 +40,13 @@ if ! SHARDQ_CUDA_MATMUL=$precision "$SHARDQ_BIN" quantize --model "$work/model" 
   cat "$work/cuda.err" >&2
   exit 1
 fi
-/usr/bin/python3 "$SHARDQ_SOURCE/tests/gpu/compare_codes.py" "$work/cpu" "$work/cuda" "$min_fraction"
+"$PY" "$SHARDQ_SOURCE/tests/gpu/compare_codes.py" "$work/cpu" "$work/cuda" "$min_fraction"
 if [ "$model" = stories ]; then
   for side in cpu cuda; do
     "$SHARDQ_BIN" eval --model "$work/$side" --ref "$work/model" --text "$S/data/tinystories/eval.txt" \
       --max-windows 60 --json >"$work/$side.eval.json"
   done
-  /usr/bin/python3 - "$work/cpu.eval.json" "$work/cuda.eval.json" <<'PY'
+  "$PY" - "$work/cpu.eval.json" "$work/cuda.eval.json" <<'PY'
 import json, sys
 c, g = (json.load(open(p)) for p in sys.argv[1:3])
 print(f"eval  cpu ppl {c['ppl']:.4f} kl {c['kl']:.5f} | cuda ppl {g['ppl']:.4f} kl {g['kl']:.5f}")
