@@ -11,6 +11,7 @@ namespace shardq::cuda {
 
 HessianAccumulatorCuda::HessianAccumulatorCuda(int64_t dim, cudaStream_t stream, matmul_precision precision)
     : dim_(dim),
+      precision_(precision),
       own_stream_(stream ? unique_stream() : make_stream()),
       stream_(stream ? stream : own_stream_.get()),
       cublas_(make_cublas(stream_, precision)),
@@ -32,10 +33,17 @@ void HessianAccumulatorCuda::reset() {
 void HessianAccumulatorCuda::enqueue(const float* d_x, int64_t n_tokens) {
   if (n_tokens <= 0) return;
   // Row-major x [n, dim] is column-major xᵀ [dim, n]; P = xᵀx = (xᵀ)(xᵀ)ᵀ is syrk "N".
+  // TF32 runs on the tensor cores only through gemm, which computes both triangles: twice the
+  // products at several times the rate; the kernel below reads the lower one either way.
   const float one = 1.0f, zero = 0.0f;
-  SHARDQ_CUDA_CHECK(cublasSsyrk(cublas_.get(), CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, static_cast<int>(dim_),
-                                static_cast<int>(n_tokens), &one, d_x, static_cast<int>(dim_), &zero,
-                                partial_.get(), static_cast<int>(dim_)));
+  const int d = static_cast<int>(dim_), n = static_cast<int>(n_tokens);
+  if (precision_ == matmul_precision::tf32) {
+    SHARDQ_CUDA_CHECK(cublasSgemm(cublas_.get(), CUBLAS_OP_N, CUBLAS_OP_T, d, d, n, &one, d_x, d, d_x, d, &zero,
+                                  partial_.get(), d));
+  } else {
+    SHARDQ_CUDA_CHECK(cublasSsyrk(cublas_.get(), CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, d, n, &one, d_x, d, &zero,
+                                  partial_.get(), d));
+  }
   hessian_fixed_point_add(partial_.get(), dim_, sums_.get(), flags_.get(), stream_);
   n_tokens_ += n_tokens;
 }

@@ -78,6 +78,20 @@ TEST_P(HessianCudaShapes, DeviceFinalizeBitIdenticalToCpu) {
   EXPECT_EQ(mismatches, 0u) << "of " << got.size() << " entries";
 }
 
+// TF32 partials (tensor-core sgemm, 10-bit mantissa inputs) stay within TF32 rounding of the
+// fp32 result: per product ~2^-11 relative, summed with random signs over n = 257 tokens of
+// |x| ≤ 1 and scaled by 2/n, about 2e-5 absolute; 2e-4 leaves a 10x margin.
+TEST_P(HessianCudaShapes, Tf32CloseToFp32) {
+  SHARDQ_REQUIRE_GPU();
+  const int64_t dim = GetParam(), n = 257;
+  const std::vector<float> x = test::random_vector(static_cast<std::size_t>(n * dim), 13u + static_cast<uint32_t>(dim));
+  cuda::HessianAccumulatorCuda fp32(dim), tf32(dim, nullptr, cuda::matmul_precision::tf32);
+  fp32.add_host(x.data(), n);
+  tf32.add_host(x.data(), n);
+  const Tensor a = tf32.download().finalize(), b = fp32.download().finalize();
+  EXPECT_TRUE(check_tensor("hessian tf32 dim " + std::to_string(dim), a.ptr(), b.ptr(), b.data.size(), 2e-4f, 2e-3f));
+}
+
 // reset() empties the sums; upload() replaces them (the host reduction across ranks).
 TEST_P(HessianCudaShapes, ResetAndUploadRoundTrip) {
   SHARDQ_REQUIRE_GPU();
