@@ -1,8 +1,14 @@
 // GPU decoder kernels (kernels/cuda/forward_ops.hpp) and layer (kernels/cuda/forward.hpp)
 // against the CPU tier (kernels/cpu/forward_ops.hpp, worker/forward.hpp) on random data with
-// awkward shapes and on the real stories260K layers (dim 64, 8 heads / 4 kv heads, hidden 172).
+// awkward shapes and on the real stories260K layers (dim 64, 8 heads / 4 kv heads, hidden 172);
+// attention both ways (tiled and rowwise kernels) up to Llama-3-8B's shapes.
 #include <cmath>
+#include <cstdio>
+#include <string>
+#include <utility>
+#include <vector>
 
+#include "common/error.hpp"
 #include "kernels/cpu/forward_ops.hpp"
 #include "kernels/cuda/forward.hpp"
 #include "kernels/cuda/forward_ops.hpp"
@@ -75,6 +81,40 @@ struct AttentionCase {
   int n_seq, seq_len, n_heads, n_kv_heads, head_dim;
 };
 
+using AttentionFn = void (*)(const float*, const float*, const float*, float*, int, int, int, int, int, cudaStream_t);
+
+// Both GPU kernels (the tiled one behind attention_causal and the rowwise reference) against
+// the CPU tier on q, k, v of the given values.
+// Tolerance atol 1e-5, rtol 1e-4: both sides are fp32 with one rounding of each score (sum,
+// then × 1/sqrt(head_dim)) but in different summation orders (CPU: sgemm, softmax normalised
+// before P·V; GPU: FMA chains, P unnormalised and O divided by the row sum at the end). With
+// scores of standard deviation ~1.3 (q, k uniform in [-2, 2]) both sides are ~1e-6 from a
+// double reference. Before any GPU run, the tiled kernel's own code run on the host (256
+// cooperative threads a block) differed from the CPU tier by at most 1e-6 (≤ 7 % of the
+// tolerance) on these shapes (2048 tokens with 4 of the heads), and by at most 4.5e-6 (≤ 5 %)
+// on the steep inputs; a replica of the rowwise kernel's arithmetic by at most 1.5e-6 (≤ 7 %).
+void expect_attention_matches_cpu(const AttentionCase& c, const std::vector<float>& q, const std::vector<float>& k,
+                                  const std::vector<float>& v) {
+  std::vector<float> ref(q.size());
+  cpu::attention_causal(q.data(), k.data(), v.data(), ref.data(), c.n_seq, c.seq_len, c.n_heads, c.n_kv_heads, c.head_dim);
+  DeviceBuffer<float> dq = to_device(q), dk = to_device(k), dv = to_device(v), dout(q.size());
+  const std::pair<const char*, AttentionFn> paths[] = {{"tiled", &cuda::attention_causal},
+                                                      {"rowwise", &cuda::attention_causal_rowwise}};
+  for (const auto& [name, fn] : paths) {
+    SHARDQ_CUDA_CHECK(cudaMemset(dout.get(), 0xff, dout.bytes()));  // NaN wherever a kernel writes nothing
+    fn(dq.get(), dk.get(), dv.get(), dout.get(), c.n_seq, c.seq_len, c.n_heads, c.n_kv_heads, c.head_dim, nullptr);
+    SHARDQ_CUDA_CHECK(cudaDeviceSynchronize());
+    const auto got = dout.to_host();
+    EXPECT_TRUE(check_tensor(std::string("attention ") + name, got.data(), ref.data(), got.size(), 1e-5f, 1e-4f));
+  }
+}
+
+std::string attention_case_name(const ::testing::TestParamInfo<AttentionCase>& p) {
+  const AttentionCase& c = p.param;
+  return "seq" + std::to_string(c.n_seq) + "x" + std::to_string(c.seq_len) + "_h" + std::to_string(c.n_heads) + "_kv" +
+         std::to_string(c.n_kv_heads) + "_d" + std::to_string(c.head_dim);
+}
+
 class AttentionCuda : public ::testing::TestWithParam<AttentionCase> {};
 
 TEST_P(AttentionCuda, MatchesCpu) {
@@ -84,26 +124,65 @@ TEST_P(AttentionCuda, MatchesCpu) {
   const auto q = random_vector(n * c.n_heads * c.head_dim, 4, -2, 2);
   const auto k = random_vector(n * c.n_kv_heads * c.head_dim, 5, -2, 2);
   const auto v = random_vector(n * c.n_kv_heads * c.head_dim, 6);
-  std::vector<float> ref(q.size());
-  cpu::attention_causal(q.data(), k.data(), v.data(), ref.data(), c.n_seq, c.seq_len, c.n_heads, c.n_kv_heads, c.head_dim);
-  DeviceBuffer<float> dq = to_device(q), dk = to_device(k), dv = to_device(v), dout(q.size());
-  cuda::attention_causal(dq.get(), dk.get(), dv.get(), dout.get(), c.n_seq, c.seq_len, c.n_heads, c.n_kv_heads,
-                         c.head_dim, nullptr);
-  const auto got = dout.to_host();
-  EXPECT_TRUE(check_tensor("attention", got.data(), ref.data(), got.size(), 1e-5f, 1e-4f));
+  expect_attention_matches_cpu(c, q, k, v);
 }
 
+// The tile is 64 rows × 64 keys and head_dim is padded to 64, 128 or 256: lengths below, at and
+// past a tile boundary, head_dims at, between and below the paddings (1, 17, 96, 200), several
+// windows, GQA ratios 1 to 4, and Llama-3-8B's attention (32 query heads on 8 kv heads of 128)
+// over a whole 2048-token calibration window and over 777 tokens (a partial last tile).
 INSTANTIATE_TEST_SUITE_P(Shapes, AttentionCuda,
                          ::testing::Values(AttentionCase{1, 1, 1, 1, 8}, AttentionCase{2, 7, 4, 2, 8},
                                            AttentionCase{3, 17, 8, 4, 8}, AttentionCase{1, 65, 4, 4, 64},
                                            AttentionCase{2, 129, 8, 2, 128}, AttentionCase{1, 300, 2, 1, 256},
-                                           AttentionCase{1, 33, 6, 3, 17}),
-                         [](const ::testing::TestParamInfo<AttentionCase>& p) {
-                           const AttentionCase& c = p.param;
-                           return "seq" + std::to_string(c.n_seq) + "x" + std::to_string(c.seq_len) + "_h" +
-                                  std::to_string(c.n_heads) + "_kv" + std::to_string(c.n_kv_heads) + "_d" +
-                                  std::to_string(c.head_dim);
-                         });
+                                           AttentionCase{1, 33, 6, 3, 17}, AttentionCase{1, 64, 2, 1, 128},
+                                           AttentionCase{1, 63, 2, 2, 96}, AttentionCase{2, 130, 3, 1, 200},
+                                           AttentionCase{1, 66, 2, 1, 1}, AttentionCase{3, 100, 2, 2, 64},
+                                           AttentionCase{1, 777, 32, 8, 128}, AttentionCase{1, 2048, 32, 8, 128}),
+                         attention_case_name);
+
+// Steep softmax: q, k on the grid 0.25·[-16, 16] make every score exact in fp32 whatever the
+// summation order, with a standard deviation of ~5, so the running max moves often and by a
+// lot (exp(m_old − m_new) far below 1) while the tolerance still measures only exp and the
+// P·V sums.
+class AttentionCudaSteep : public ::testing::TestWithParam<AttentionCase> {};
+
+TEST_P(AttentionCudaSteep, MatchesCpu) {
+  SHARDQ_REQUIRE_GPU();
+  const AttentionCase c = GetParam();
+  const int64_t n = static_cast<int64_t>(c.n_seq) * c.seq_len;
+  auto q = random_vector(n * c.n_heads * c.head_dim, 14, -4, 4);
+  auto k = random_vector(n * c.n_kv_heads * c.head_dim, 15, -4, 4);
+  for (float& x : q) x = std::round(x * 4.0f) / 4.0f;
+  for (float& x : k) x = std::round(x * 4.0f) / 4.0f;
+  const auto v = random_vector(n * c.n_kv_heads * c.head_dim, 16);
+  expect_attention_matches_cpu(c, q, k, v);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, AttentionCudaSteep,
+                         ::testing::Values(AttentionCase{1, 300, 2, 1, 128}, AttentionCase{2, 200, 4, 2, 64},
+                                           AttentionCase{1, 777, 8, 2, 128}),
+                         attention_case_name);
+
+// On every device the build targets (sm_80 and later: ≥ 99 KiB of shared memory per block)
+// the Llama head_dims run the tiled kernel, not the fallback.
+TEST(ForwardCuda, AttentionTiledAvailable) {
+  SHARDQ_REQUIRE_GPU();
+  for (int head_dim : {1, 8, 64, 96, 128}) EXPECT_TRUE(cuda::attention_tiled_available(head_dim)) << head_dim;
+  std::printf("tiled attention at head_dim 256 on %s: %s\n", cuda::device_description().c_str(),
+              cuda::attention_tiled_available(256) ? "yes" : "no (rowwise fallback)");
+}
+
+// Shapes are checked before anything touches the device.
+TEST(ForwardCuda, AttentionRejectsBadShapes) {
+  for (AttentionFn fn : {&cuda::attention_causal, &cuda::attention_causal_rowwise}) {
+    EXPECT_THROW(fn(nullptr, nullptr, nullptr, nullptr, 1, 4, 2, 1, 0, nullptr), cuda_error);
+    EXPECT_THROW(fn(nullptr, nullptr, nullptr, nullptr, 1, 4, 2, 1, 257, nullptr), cuda_error);
+    EXPECT_THROW(fn(nullptr, nullptr, nullptr, nullptr, 1, 4, 6, 4, 64, nullptr), cuda_error);
+    EXPECT_THROW(fn(nullptr, nullptr, nullptr, nullptr, 1, 4, 0, 1, 64, nullptr), cuda_error);
+    EXPECT_THROW(fn(nullptr, nullptr, nullptr, nullptr, 1, 4, 2, 0, 64, nullptr), cuda_error);
+  }
+}
 
 TEST(ForwardCuda, Swiglu) {
   SHARDQ_REQUIRE_GPU();
