@@ -4,6 +4,9 @@
 # run in different orders, so a value on a rounding tie may round the other way), and the
 # GPU checkpoint must evaluate like the CPU one. Skips (77) on a machine without a GPU.
 #   job_parity.sh stories|synth [PRECISION fp32|tf32|forward=..,hessian=..] [MIN_FRACTION]
+# With RANKS=N (> 1) the reference is the one-process GPU job and the compared one runs as N
+# ranks under mpirun (Hessians reduced over MPI, GPTQ rows split across the ranks), which
+# checks the multi-rank GPU path on a one-GPU machine.
 set -euo pipefail
 : "${SHARDQ_BIN:?}" "${SHARDQ_SHARED:?}" "${SHARDQ_SOURCE:?}"
 model=${1:?stories or synth}
@@ -33,9 +36,21 @@ case "$model" in
   *) echo "job_parity.sh: unknown model '$model'" >&2; exit 2 ;;
 esac
 
-"$SHARDQ_BIN" quantize --model "$work/model" --output "$work/cpu" "${calib[@]}" "${quant[@]}" --device cpu --quiet >/dev/null
-if ! SHARDQ_CUDA_MATMUL=$precision "$SHARDQ_BIN" quantize --model "$work/model" --output "$work/cuda" "${calib[@]}" \
-    "${quant[@]}" --device cuda --quiet >/dev/null 2>"$work/cuda.err"; then
+ranks=${RANKS:-1}
+launch=()
+if [ "$ranks" -gt 1 ]; then
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  launch=(mpirun -np "$ranks" --oversubscribe)
+  reference=(--device cuda --comm mpi)
+else
+  reference=(--device cpu)
+fi
+SHARDQ_CUDA_MATMUL=$precision "$SHARDQ_BIN" quantize --model "$work/model" --output "$work/cpu" "${calib[@]}" \
+  "${quant[@]}" "${reference[@]}" --quiet >/dev/null 2>"$work/cpu.err" || {
+  if grep -q "sees no GPU" "$work/cpu.err"; then echo "no CUDA device: skipped"; exit 77; fi
+  cat "$work/cpu.err" >&2; exit 1; }
+if ! SHARDQ_CUDA_MATMUL=$precision "${launch[@]}" "$SHARDQ_BIN" quantize --model "$work/model" --output "$work/cuda" \
+    "${calib[@]}" "${quant[@]}" --device cuda --comm mpi --quiet >/dev/null 2>"$work/cuda.err"; then
   if grep -q "sees no GPU" "$work/cuda.err"; then echo "no CUDA device: skipped"; exit 77; fi
   cat "$work/cuda.err" >&2
   exit 1

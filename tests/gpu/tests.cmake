@@ -6,4 +6,7 @@ if(SHARDQ_HAVE_CUDA)
     set_tests_properties(gpu.job_parity_${model} PROPERTIES LABELS "gpu" ENVIRONMENT "${SHARDQ_TEST_ENV}"
                          TIMEOUT 900 SKIP_RETURN_CODE 77)
   endforeach()
+  add_test(NAME gpu.job_parity_stories_np2 COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/job_parity.sh stories)
+  set_tests_properties(gpu.job_parity_stories_np2 PROPERTIES LABELS "gpu" ENVIRONMENT "${SHARDQ_TEST_ENV};RANKS=2"
+                       TIMEOUT 900 SKIP_RETURN_CODE 77 PROCESSORS 2)
 endif()
