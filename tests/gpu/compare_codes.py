@@ -8,11 +8,15 @@ MIN_FRACTION.
 usage: compare_codes.py CKPT_A CKPT_B MIN_FRACTION
 """
 import json
+import os
 import sys
 from collections import Counter
 
 import h5py
 import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+from compare_checkpoints import walk  # noqa: E402
 
 
 def unpack(qweight, cols, bits):
@@ -25,16 +29,12 @@ def unpack(qweight, cols, bits):
 
 def quantized_linears(path):
     out = {}
-    with h5py.File(f"{path}/model.h5", "r") as f:
-        def visit(name, obj):
-            if isinstance(obj, h5py.Group) and "qweight" in obj:
-                a = dict(obj.attrs)
-                out[name] = (unpack(obj["qweight"][...], int(a["shape"][1]), int(a["bits"])), obj["scales"][...])
-        for key in f.keys():  # external links: visititems does not follow them
-            obj = f[key]
-            visit(key, obj)
-            if isinstance(obj, h5py.Group):
-                obj.visititems(lambda n, o, key=key: visit(f"{key}/{n}", o))
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Group) and "qweight" in obj:
+            a = dict(obj.attrs)
+            out[name] = (unpack(obj["qweight"][...], int(a["shape"][1]), int(a["bits"])), obj["scales"][...])
+    walk(path, visit)
     return out
 
 

@@ -14,20 +14,27 @@ import h5py
 import numpy as np
 
 
-def tensors(path):
-    out = {}
+def walk(path, visit):
+    """visit(name, obj) for every group and dataset of the checkpoint at `path`, through the
+    external links of its model.h5 (which visititems does not follow)."""
     with h5py.File(f"{path}/model.h5", "r") as f:
-        def visit(name, obj):
-            if isinstance(obj, h5py.Dataset):
-                out[name] = (obj.dtype.str, obj.shape, obj[...].tobytes())
-            elif isinstance(obj, h5py.Group):
-                for k, v in obj.attrs.items():
-                    out[f"{name}@{k}"] = ("attr", np.shape(v), np.asarray(v).tobytes())
-        for key in f.keys():  # external links: visititems does not follow them
+        for key in f.keys():
             obj = f[key]
             visit(key, obj)
             if isinstance(obj, h5py.Group):
                 obj.visititems(lambda n, o, key=key: visit(f"{key}/{n}", o))
+
+
+def tensors(path):
+    out = {}
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            out[name] = (obj.dtype.str, obj.shape, obj[...].tobytes())
+        elif isinstance(obj, h5py.Group):
+            for k, v in obj.attrs.items():
+                out[f"{name}@{k}"] = ("attr", np.shape(v), np.asarray(v).tobytes())
+    walk(path, visit)
     return out
 
 
