@@ -33,7 +33,7 @@ void quant_config_check(const QuantConfig& cfg) {
     throw spec_error("quant.int8_outlier_threshold", "must be >= 0");
 }
 
-QuantizedLinear quantize_linear(const Tensor& w, const Tensor& h, const QuantConfig& cfg) {
+void quantize_check(const Tensor& w, const QuantConfig& cfg) {
   quant_config_check(cfg);
   if (w.shape.size() != 2 || w.rows() < 1 || w.cols() < 1)
     throw error(fmt::format("quantize: weight must be a non-empty matrix, got {}", shape_string(w.shape)));
@@ -42,6 +42,10 @@ QuantizedLinear quantize_linear(const Tensor& w, const Tensor& h, const QuantCon
       throw error(fmt::format("quantize: weight {} has a non-finite value at ({}, {})", shape_string(w.shape),
                               i / w.cols(), i % w.cols()));
   }
+}
+
+QuantizedLinear quantize_linear(const Tensor& w, const Tensor& h, const QuantConfig& cfg) {
+  quantize_check(w, cfg);
   switch (cfg.method) {
     case quant_method::gptq:
       if (h.empty()) throw error("quantize: gptq needs the layer input Hessian, none given");

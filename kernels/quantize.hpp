@@ -13,6 +13,10 @@ namespace shardq {
 // (bits 2/3/4/8 and group_size -1 or > 0 for gptq/rtn, block_size >= 1, damp >= 0).
 void quant_config_check(const QuantConfig& cfg);
 
+// quantize_linear's checks of its input (also run by the GPU job engine before a device
+// quantizer): cfg as quant_config_check, w a non-empty matrix of finite values.
+void quantize_check(const Tensor& w, const QuantConfig& cfg);
+
 // Quantizes w [rows, cols] with cfg.method. h [cols, cols] (the layer input Hessian,
 // upper triangle read) is required for gptq and ignored (may be empty) otherwise.
 // nf4 always uses 4 bits and blocks of 64 columns; int8 always 8 bits, per row.

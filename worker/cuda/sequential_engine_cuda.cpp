@@ -15,7 +15,10 @@
 #include "kernels/cuda/gptq.hpp"
 #include "kernels/cuda/gptq_factor.hpp"
 #include "kernels/cuda/hessian.hpp"
+#include "kernels/cuda/int8.hpp"
+#include "kernels/cuda/nf4.hpp"
 #include "kernels/cuda/quant_error.hpp"
+#include "kernels/cuda/rtn.hpp"
 #include "kernels/quantize.hpp"
 #include "worker/calibration.hpp"
 
@@ -42,6 +45,19 @@ layer_tap tap_of(const std::string& kind) {
   if (kind == "gate_proj" || kind == "up_proj") return layer_tap::mlp_in;
   if (kind == "down_proj") return layer_tap::down_in;
   throw error(fmt::format("no Hessian for linear kind '{}'", kind));
+}
+
+// rtn, nf4 and int8 (GPU tier, bit-identical to the CPU tier) from the device weight d_w
+// [rows, cols]; the dequantized weights go to d_wq on the device.
+QuantizedLinear quantize_device(const float* d_w, int64_t rows, int64_t cols, const QuantConfig& cfg, float* d_wq,
+                                cudaStream_t s) {
+  switch (cfg.method) {
+    case quant_method::rtn: return cuda::rtn_quantize_device(d_w, rows, cols, cfg, d_wq, s);
+    case quant_method::nf4: return cuda::nf4_quantize_device(d_w, rows, cols, d_wq, s);
+    case quant_method::int8: return cuda::int8_quantize_device(d_w, rows, cols, cfg.int8_outlier_threshold, d_wq, s);
+    case quant_method::gptq: break;  // needs the Hessian's factor: SequentialEngineCuda::quantize
+  }
+  throw error(fmt::format("quantize (cuda): no device path for method '{}'", quant_method_name(cfg.method)));
 }
 
 class SequentialEngineCuda final : public SequentialEngine {
@@ -151,8 +167,8 @@ class SequentialEngineCuda final : public SequentialEngine {
             }
             m.quantized = std::move(q);
           } else {
-            m.quantized = quantize_linear(w, Tensor(), choice.quant);
-            upload(dequantize(*m.quantized), wq_);
+            quantize_check(w, choice.quant);  // quantize_linear's checks, on the host copy of d_w
+            m.quantized = quantize_device(d_w, rows, cols, choice.quant, wq_.get(), s);
           }
         } catch (const error& e) {
           throw error(fmt::format("quantizing '{}': {}", choice.module.name, e.what()));

@@ -11,8 +11,10 @@
 //
 // With several ranks the statistics are reduced exactly, on the device through NCCL (`nccl`)
 // or through the host over MPI, and GPTQ's rows are split as on the CPU
-// (worker/layer_quantize.hpp). RTN, NF4 and int8 linears
-// are quantized by the CPU tier (they cost O(weights)) and their error measured on the GPU.
+// (worker/layer_quantize.hpp). In a calibrated layer RTN, NF4 and int8 linears are quantized
+// on the device too (kernels/cuda/{rtn,nf4,int8}.hpp, bit-identical to the CPU tier), every
+// rank the whole linear (they cost O(weights)), and their error measured on the GPU; a layer
+// without calibration (no GPTQ linear) is quantized by the CPU tier.
 #pragma once
 
 #include <memory>
