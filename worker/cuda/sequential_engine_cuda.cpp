@@ -153,6 +153,7 @@ class SequentialEngineCuda final : public SequentialEngine {
         if (wq_.size() < static_cast<size_t>(rows * cols)) wq_ = DeviceBuffer<float>(static_cast<size_t>(rows * cols));
         const float* d_h = hessian(tap_of(kind));
         try {
+          quantize_check(w, choice.quant);  // quantize_linear's checks, on the host copy of d_w
           if (choice.quant.method == quant_method::gptq) {
             const cuda::GptqFactorCuda& f = factor(tap_of(kind), choice.quant);
             QuantizedLinear q = f.make_output(rows, choice.quant);
@@ -167,7 +168,6 @@ class SequentialEngineCuda final : public SequentialEngine {
             }
             m.quantized = std::move(q);
           } else {
-            quantize_check(w, choice.quant);  // quantize_linear's checks, on the host copy of d_w
             m.quantized = quantize_device(d_w, rows, cols, choice.quant, wq_.get(), s);
           }
         } catch (const error& e) {
