@@ -142,7 +142,9 @@ TEST_P(Int8, MatchesNaiveVectorWiseWithOutliers) {
       if (m > threshold) want_outliers.push_back(static_cast<int32_t>(c));
     }
     ASSERT_EQ(q.outlier_cols, want_outliers);
-    if (threshold > 0.0f && cols > 4) EXPECT_EQ(want_outliers, std::vector<int32_t>{4});
+    if (threshold > 0.0f && cols > 4) {
+      EXPECT_EQ(want_outliers, std::vector<int32_t>{4});
+    }
     const std::vector<uint8_t> codes = cpu::unpack_codes(q.qweight, rows, cols, 8);
     const Tensor d = dequantize(q);
     for (int64_t r = 0; r < rows; ++r) {
