@@ -124,12 +124,16 @@ void calibration_allreduce(Comm& comm, LayerCalibration& calib) {
     total.merge_packed(sums, n);
     *acc = std::move(total);
   }
-  cpu::hessian_int cos_sum = calib.lim.cos_sum_fixed();
-  int64_t n = calib.lim.n_tokens();
+  lim_allreduce(comm, calib.lim);
+}
+
+void lim_allreduce(Comm& comm, LimAccumulator& lim) {
+  cpu::hessian_int cos_sum = lim.cos_sum_fixed();
+  int64_t n = lim.n_tokens();
   comm.allreduce_sum(&cos_sum, 1);
   comm.allreduce_sum(&n, 1);
-  calib.lim = LimAccumulator();
-  calib.lim.merge_fixed(cos_sum, n);
+  lim = LimAccumulator();
+  lim.merge_fixed(cos_sum, n);
 }
 
 }  // namespace shardq

@@ -54,5 +54,7 @@ LayerWeights dequantized_layer(const LayerWeights& weights, const std::vector<Qu
 
 // Sums the statistics of every rank into every rank's `calib` (exact integer reduction).
 void calibration_allreduce(Comm& comm, LayerCalibration& calib);
+// The LIM part of it alone (exact fixed-point sum and token count).
+void lim_allreduce(Comm& comm, LimAccumulator& lim);
 
 }  // namespace shardq

@@ -189,6 +189,14 @@ class PinnedBuffer {
   std::size_t n_ = 0;
 };
 
+// n elements from src to dst on `stream`, host or device on either side (unified addressing
+// tells cudaMemcpyDefault which). Asynchronous: pageable host memory may still be copied
+// synchronously by the driver, and the caller synchronises before reading a host result.
+template <typename T>
+void copy_async(T* dst, const T* src, std::size_t n, cudaStream_t stream) {
+  if (n) SHARDQ_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(T), cudaMemcpyDefault, stream));
+}
+
 // Blocks of `threads` covering n items.
 inline unsigned grid_for(int64_t n, int threads) { return static_cast<unsigned>((n + threads - 1) / threads); }
 

@@ -27,11 +27,6 @@ void check_request(int64_t rows, int64_t cols, const QuantConfig& cfg, int64_t r
     throw error(fmt::format("gptq (cuda): row range [{}, {}) outside [0, {})", r0, r1, rows));
 }
 
-template <typename T>
-void download_async(T* host, const T* device, std::size_t n, cudaStream_t stream) {
-  if (n) SHARDQ_CUDA_CHECK(cudaMemcpyAsync(host, device, n * sizeof(T), cudaMemcpyDeviceToHost, stream));
-}
-
 // The one code path: rows [r0, r1) (checked) whose weights are d_rows [r1 - r0, cols]; the
 // dequantized rows go to d_wq_rows [r1 - r0, cols] when it is not null.
 void quantize_row_block(const float* d_rows, const GptqFactorCuda& f, const QuantConfig& cfg, int64_t r0, int64_t r1,
@@ -70,13 +65,13 @@ void quantize_row_block(const float* d_rows, const GptqFactorCuda& f, const Quan
   if (d_wq_rows) {
     if (!out.g_idx.empty()) {
       d_g_idx = DeviceBuffer<int32_t>(out.g_idx.size());
-      SHARDQ_CUDA_CHECK(cudaMemcpyAsync(d_g_idx.get(), out.g_idx.data(), d_g_idx.bytes(), cudaMemcpyHostToDevice, stream));
+      copy_async(d_g_idx.get(), out.g_idx.data(), out.g_idx.size(), stream);
     }
     gptq_dequantize(d_codes.get(), d_scales.get(), d_zeros.get(), d_g_idx.get(), n, cols, gcols, d_wq_rows, stream);
   }
-  download_async(out.qweight.data() + r0 * wpr, d_q.get(), static_cast<std::size_t>(n * wpr), stream);
-  download_async(out.scales.data() + r0 * n_groups, d_scales.get(), static_cast<std::size_t>(n * n_groups), stream);
-  download_async(out.zeros.data() + r0 * n_groups, d_zeros.get(), static_cast<std::size_t>(n * n_groups), stream);
+  copy_async(out.qweight.data() + r0 * wpr, d_q.get(), static_cast<std::size_t>(n * wpr), stream);
+  copy_async(out.scales.data() + r0 * n_groups, d_scales.get(), static_cast<std::size_t>(n * n_groups), stream);
+  copy_async(out.zeros.data() + r0 * n_groups, d_zeros.get(), static_cast<std::size_t>(n * n_groups), stream);
   SHARDQ_CUDA_CHECK(cudaStreamSynchronize(stream));  // before the temporaries are freed
 }
 

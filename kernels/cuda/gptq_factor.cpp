@@ -34,20 +34,11 @@ unique_cusolver_params make_cusolver_params() {
 
 constexpr unsigned long long no_index = std::numeric_limits<unsigned long long>::max();
 
-template <typename T>
-void download_async(T* host, const T* device, std::size_t n, cudaStream_t stream) {
-  if (n) SHARDQ_CUDA_CHECK(cudaMemcpyAsync(host, device, n * sizeof(T), cudaMemcpyDeviceToHost, stream));
-}
-template <typename T>
-void upload_async(T* device, const T* host, std::size_t n, cudaStream_t stream) {
-  if (n) SHARDQ_CUDA_CHECK(cudaMemcpyAsync(device, host, n * sizeof(T), cudaMemcpyHostToDevice, stream));
-}
-
 // Reads a device status word written on `stream` (synchronizes the stream).
 template <typename T>
 T read_status(const DeviceBuffer<T>& d, cudaStream_t stream) {
   T v{};
-  download_async(&v, d.get(), 1, stream);
+  copy_async(&v, d.get(), 1, stream);
   SHARDQ_CUDA_CHECK(cudaStreamSynchronize(stream));
   return v;
 }
@@ -70,7 +61,7 @@ GptqFactorCuda gptq_prepare_cuda(const float* d_h, int64_t cols, const QuantConf
   reset_index(d_bad, stream);
   gptq_hessian_scan(d_h, n, d_diag.get(), d_bad.get(), stream);
   std::vector<float> diag(static_cast<std::size_t>(n));
-  download_async(diag.data(), d_diag.get(), diag.size(), stream);
+  copy_async(diag.data(), d_diag.get(), diag.size(), stream);
   const unsigned long long bad = read_status(d_bad, stream);
   if (bad != no_index) {
     const auto at = static_cast<int64_t>(bad);
@@ -82,8 +73,8 @@ GptqFactorCuda gptq_prepare_cuda(const float* d_h, int64_t cols, const QuantConf
   f.cols = n;
   f.d_perm = DeviceBuffer<int32_t>(static_cast<std::size_t>(n));
   f.d_dead = DeviceBuffer<uint8_t>(static_cast<std::size_t>(n));
-  upload_async(f.d_perm.get(), order.perm.data(), order.perm.size(), stream);
-  upload_async(f.d_dead.get(), order.dead.data(), order.dead.size(), stream);
+  copy_async(f.d_perm.get(), order.perm.data(), order.perm.size(), stream);
+  copy_async(f.d_dead.get(), order.dead.data(), order.dead.size(), stream);
   f.d_u = DeviceBuffer<float>(nn);
 
   unique_cusolver solver = make_cusolver(stream);
@@ -140,9 +131,9 @@ GptqFactorCuda gptq_factor_upload(const cpu::GptqFactor& factor, cudaStream_t st
   f.d_perm = DeviceBuffer<int32_t>(f.perm.size());
   f.d_dead = DeviceBuffer<uint8_t>(f.dead.size());
   f.d_u = DeviceBuffer<float>(factor.hinv_chol.size());
-  upload_async(f.d_perm.get(), f.perm.data(), f.perm.size(), stream);
-  upload_async(f.d_dead.get(), f.dead.data(), f.dead.size(), stream);
-  upload_async(f.d_u.get(), factor.hinv_chol.data(), factor.hinv_chol.size(), stream);
+  copy_async(f.d_perm.get(), f.perm.data(), f.perm.size(), stream);
+  copy_async(f.d_dead.get(), f.dead.data(), f.dead.size(), stream);
+  copy_async(f.d_u.get(), factor.hinv_chol.data(), factor.hinv_chol.size(), stream);
   SHARDQ_CUDA_CHECK(cudaStreamSynchronize(stream));
   return f;
 }

@@ -8,15 +8,6 @@
 #include "kernels/cuda/pack.hpp"
 
 namespace shardq::cuda {
-namespace {
-
-template <typename T>
-void copy_async(T* dst, const T* src, std::size_t n, cudaMemcpyKind kind, cudaStream_t stream) {
-  if (n) SHARDQ_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(T), kind, stream));
-}
-
-}  // namespace
-
 QuantizedLinear int8_quantize_device(const float* d_w, int64_t rows, int64_t cols, float outlier_threshold,
                                      float* d_wq, cudaStream_t stream) {
   if (rows < 0 || cols < 1) throw error(fmt::format("int8 (cuda): weight shape [{}, {}] has no columns", rows, cols));
@@ -30,7 +21,7 @@ QuantizedLinear int8_quantize_device(const float* d_w, int64_t rows, int64_t col
     DeviceBuffer<float> d_col_max(static_cast<std::size_t>(cols));
     int8_column_absmax(d_w, rows, cols, d_col_max.get(), stream);
     std::vector<float> col_max(static_cast<std::size_t>(cols));
-    copy_async(col_max.data(), d_col_max.get(), col_max.size(), cudaMemcpyDeviceToHost, stream);
+    copy_async(col_max.data(), d_col_max.get(), col_max.size(), stream);
     SHARDQ_CUDA_CHECK(cudaStreamSynchronize(stream));
     for (int64_t c = 0; c < cols; ++c) {
       if (col_max[c] > outlier_threshold) {
@@ -48,17 +39,17 @@ QuantizedLinear int8_quantize_device(const float* d_w, int64_t rows, int64_t col
   DeviceBuffer<int32_t> d_outlier_cols(q.outlier_cols.size());
   DeviceBuffer<uint16_t> d_scales(q.scales.size()), d_outlier_weights(q.outlier_weights.size());
   DeviceBuffer<uint32_t> d_q(q.qweight.size());
-  copy_async(d_is_outlier.get(), is_outlier.data(), is_outlier.size(), cudaMemcpyHostToDevice, stream);
-  copy_async(d_outlier_cols.get(), q.outlier_cols.data(), q.outlier_cols.size(), cudaMemcpyHostToDevice, stream);
+  copy_async(d_is_outlier.get(), is_outlier.data(), is_outlier.size(), stream);
+  copy_async(d_outlier_cols.get(), q.outlier_cols.data(), q.outlier_cols.size(), stream);
   int8_codes(d_w, rows, cols, d_is_outlier.get(), d_outlier_cols.get(), n_out, d_codes.get(), d_scales.get(),
              d_outlier_weights.get(), stream);
   pack_codes(d_codes.get(), rows, cols, 8, d_q.get(), stream);
   if (d_wq)
     int8_dequantize_device(d_codes.get(), d_scales.get(), d_outlier_cols.get(), n_out, d_outlier_weights.get(), rows,
                            cols, d_wq, stream);
-  copy_async(q.qweight.data(), d_q.get(), q.qweight.size(), cudaMemcpyDeviceToHost, stream);
-  copy_async(q.scales.data(), d_scales.get(), q.scales.size(), cudaMemcpyDeviceToHost, stream);
-  copy_async(q.outlier_weights.data(), d_outlier_weights.get(), q.outlier_weights.size(), cudaMemcpyDeviceToHost,
+  copy_async(q.qweight.data(), d_q.get(), q.qweight.size(), stream);
+  copy_async(q.scales.data(), d_scales.get(), q.scales.size(), stream);
+  copy_async(q.outlier_weights.data(), d_outlier_weights.get(), q.outlier_weights.size(),
              stream);
   SHARDQ_CUDA_CHECK(cudaStreamSynchronize(stream));  // before the temporaries are freed
   return q;

@@ -20,8 +20,8 @@ QuantizedLinear nf4_quantize_device(const float* d_w, int64_t rows, int64_t cols
   nf4_codes(d_w, rows, cols, d_codes.get(), d_scales.get(), stream);
   pack_codes(d_codes.get(), rows, cols, 4, d_q.get(), stream);
   if (d_wq) nf4_dequantize_device(d_codes.get(), d_scales.get(), rows, cols, d_wq, stream);
-  SHARDQ_CUDA_CHECK(cudaMemcpyAsync(q.qweight.data(), d_q.get(), d_q.bytes(), cudaMemcpyDeviceToHost, stream));
-  SHARDQ_CUDA_CHECK(cudaMemcpyAsync(q.scales.data(), d_scales.get(), d_scales.bytes(), cudaMemcpyDeviceToHost, stream));
+  copy_async(q.qweight.data(), d_q.get(), d_q.size(), stream);
+  copy_async(q.scales.data(), d_scales.get(), d_scales.size(), stream);
   SHARDQ_CUDA_CHECK(cudaStreamSynchronize(stream));  // before the temporaries are freed
   return q;
 }

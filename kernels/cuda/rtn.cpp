@@ -28,9 +28,9 @@ QuantizedLinear rtn_quantize_device(const float* d_w, int64_t rows, int64_t cols
   rtn_codes(d_w, rows, cols, q.group_cols(), cfg.bits, cfg.sym, d_codes.get(), d_scales.get(), d_zeros.get(), stream);
   pack_codes(d_codes.get(), rows, cols, cfg.bits, d_q.get(), stream);
   if (d_wq) rtn_dequantize_device(d_codes.get(), d_scales.get(), d_zeros.get(), rows, cols, q.group_cols(), d_wq, stream);
-  SHARDQ_CUDA_CHECK(cudaMemcpyAsync(q.qweight.data(), d_q.get(), d_q.bytes(), cudaMemcpyDeviceToHost, stream));
-  SHARDQ_CUDA_CHECK(cudaMemcpyAsync(q.scales.data(), d_scales.get(), d_scales.bytes(), cudaMemcpyDeviceToHost, stream));
-  SHARDQ_CUDA_CHECK(cudaMemcpyAsync(q.zeros.data(), d_zeros.get(), d_zeros.bytes(), cudaMemcpyDeviceToHost, stream));
+  copy_async(q.qweight.data(), d_q.get(), d_q.size(), stream);
+  copy_async(q.scales.data(), d_scales.get(), d_scales.size(), stream);
+  copy_async(q.zeros.data(), d_zeros.get(), d_zeros.size(), stream);
   SHARDQ_CUDA_CHECK(cudaStreamSynchronize(stream));  // before the temporaries are freed
   return q;
 }

@@ -117,13 +117,11 @@ class SequentialEngineCuda final : public SequentialEngine {
       const auto values = static_cast<size_t>(n * config_.hidden_size);
       if (scratch_.size() < values) scratch_ = DeviceBuffer<float>(values);
       if (cosines_.size() < static_cast<size_t>(n)) cosines_ = DeviceBuffer<double>(static_cast<size_t>(n));
-      SHARDQ_CUDA_CHECK(cudaMemcpyAsync(scratch_.get(), hidden_[i].get(), values * sizeof(float),
-                                        cudaMemcpyDeviceToDevice, s));
+      cuda::copy_async(scratch_.get(), hidden_[i].get(), values, s);
       layer_.forward(scratch_.get(), mb_.mb_sizes[i], mb_.seq_len, tap);
       cuda::token_cosines(hidden_[i].get(), scratch_.get(), n, config_.hidden_size, cosines_.get(), s);
       std::vector<double> cos(static_cast<size_t>(n));
-      SHARDQ_CUDA_CHECK(cudaMemcpyAsync(cos.data(), cosines_.get(), cos.size() * sizeof(double),
-                                        cudaMemcpyDeviceToHost, s));
+      cuda::copy_async(cos.data(), cosines_.get(), cos.size(), s);
       for (auto& a : acc_) a->check();  // synchronises the stream
       lim_.add_cosines(cos);
       if (after_micro_batch) after_micro_batch(i);
@@ -176,8 +174,7 @@ class SequentialEngineCuda final : public SequentialEngine {
         m.rel_error = cuda::relative_output_error_cuda(d_w, wq_.get(), d_h, rows, cols, s);
         // The layer now computes with the quantized linear (propagate); GPTQ of the other
         // linears reads only their own weights.
-        SHARDQ_CUDA_CHECK(cudaMemcpyAsync(d_w, wq_.get(), static_cast<size_t>(rows * cols) * sizeof(float),
-                                          cudaMemcpyDeviceToDevice, s));
+        cuda::copy_async(d_w, wq_.get(), static_cast<size_t>(rows * cols), s);
       }
       out.push_back(std::move(m));
       if (after_module) after_module(out.size());
@@ -211,8 +208,8 @@ class SequentialEngineCuda final : public SequentialEngine {
       if (!m.quantized) continue;
       const std::string kind = m.name.substr(m.name.rfind('.') + 1);
       const Tensor dq = dequantize(*m.quantized);
-      SHARDQ_CUDA_CHECK(cudaMemcpy(layer_.linear(kind), dq.data.data(), dq.data.size() * sizeof(float),
-                                   cudaMemcpyHostToDevice));
+      cuda::copy_async(layer_.linear(kind), dq.data.data(), dq.data.size(), stream_.get());
+      SHARDQ_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));  // before dq is freed
     }
   }
 
@@ -222,18 +219,14 @@ class SequentialEngineCuda final : public SequentialEngine {
   void reduce(Comm& comm) {
 #ifdef SHARDQ_HAVE_NCCL
     if (nccl_) {
-      std::array<int64_t, n_taps + 1> counts{};
+      std::array<int64_t, n_taps> counts{};
       for (size_t t = 0; t < n_taps; ++t) {
         nccl_->allreduce_sum(acc_[t]->device_sums(), acc_[t]->packed_size());
         counts[t] = acc_[t]->n_tokens();
       }
-      counts[n_taps] = lim_.n_tokens();
-      exact_int cos_sum = lim_.cos_sum_fixed();
       comm.allreduce_sum(counts.data(), counts.size());
-      comm.allreduce_sum(&cos_sum, 1);
       for (size_t t = 0; t < n_taps; ++t) acc_[t]->set_n_tokens(counts[t]);
-      lim_ = LimAccumulator();
-      lim_.merge_fixed(cos_sum, counts[n_taps]);
+      lim_allreduce(comm, lim_);
       return;
     }
 #endif
