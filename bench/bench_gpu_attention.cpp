@@ -30,11 +30,16 @@ int main() {
 #include <string>
 #include <vector>
 
+#include "bench/gpu_timing.hpp"
 #include "kernels/cuda/cuda_check.hpp"
 #include "kernels/cuda/forward_ops.hpp"
 
 namespace {
 
+using shardq::bench::device_seconds;
+using shardq::bench::median;
+using shardq::bench::minimum;
+using shardq::bench::seconds;
 namespace cuda = shardq::cuda;
 
 constexpr int n_seq = 1, seq_len = 2048, n_heads = 32, n_kv_heads = 8, head_dim = 128;
@@ -63,27 +68,6 @@ Inputs& inputs() {
   return in;
 }
 
-std::map<std::string, std::vector<double>> seconds;  // every timed iteration of each case
-
-// Device time of one launch sequence on `stream`, recorded under `name`.
-template <typename F>
-double device_seconds(const std::string& name, cudaStream_t stream, F&& launch) {
-  cuda::unique_event start = cuda::make_event(), stop = cuda::make_event();
-  SHARDQ_CUDA_CHECK(cudaEventRecord(start.get(), stream));
-  launch();
-  SHARDQ_CUDA_CHECK(cudaEventRecord(stop.get(), stream));
-  SHARDQ_CUDA_CHECK(cudaEventSynchronize(stop.get()));
-  float ms = 0.0f;
-  SHARDQ_CUDA_CHECK(cudaEventElapsedTime(&ms, start.get(), stop.get()));
-  seconds[name].push_back(ms * 1e-3);
-  return ms * 1e-3;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
-}
-double minimum(const std::vector<double>& v) { return v.empty() ? 0.0 : *std::min_element(v.begin(), v.end()); }
 
 void BM_cuda_sgemm(benchmark::State& state) {
   const std::size_t n2 = static_cast<std::size_t>(sgemm_n) * sgemm_n;

@@ -36,6 +36,7 @@ int main() {
 #include "common/tensor.hpp"
 #include "kernels/cpu/gptq.hpp"
 #include "kernels/cpu/pack.hpp"
+#include "bench/gpu_timing.hpp"
 #include "kernels/cuda/cuda_check.hpp"
 #include "kernels/cuda/gptq.hpp"
 #include "kernels/cuda/gptq_factor.hpp"
@@ -45,6 +46,9 @@ int main() {
 
 namespace {
 
+using shardq::bench::median;
+using shardq::bench::minimum;
+using shardq::bench::seconds;
 using shardq::Tensor;
 namespace cuda = shardq::cuda;
 
@@ -86,8 +90,6 @@ shardq::QuantConfig gptq_config() {
   return cfg;
 }
 
-std::map<std::string, std::vector<double>> seconds;  // every timed iteration of each case
-
 template <typename F>
 double timed(const std::string& name, F&& f) {
   const auto t0 = std::chrono::steady_clock::now();
@@ -97,11 +99,6 @@ double timed(const std::string& name, F&& f) {
   return s;
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
-}
-double minimum(const std::vector<double>& v) { return v.empty() ? 0.0 : *std::min_element(v.begin(), v.end()); }
 
 void BM_cuda_sgemm_4096(benchmark::State& state) {
   const int n = 4096;

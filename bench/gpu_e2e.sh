@@ -6,7 +6,7 @@
 # TFLOP/s per phase (manifest run record), the matmul precision, the GPU and its peak memory.
 # Target: ≤ 120 s on one H100.
 # usage: bench/gpu_e2e.sh [WORKDIR]   env: SHARDQ_BIN, LAYERS (32), SAMPLES (128), SEQ_LEN (2048),
-#        SHARDQ_CUDA_MATMUL (fp32 | tf32 | forward=..,hessian=..), SHARDQ_PYTHON (numpy),
+#        SHARDQ_CUDA_MATMUL (fp32 | tf32x3 | tf32 | bf16 | forward=..,hessian=..), SHARDQ_PYTHON (numpy),
 #        DEVICE (cuda; cpu checks the script on a machine without a GPU)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,9 +32,12 @@ t0=$(date +%s.%N)
   --schedule sequential --device "${DEVICE:-cuda}" --force --progress json 2>"$work/progress.jsonl" >/dev/null
 t1=$(date +%s.%N)
 kill "$smi" 2>/dev/null || true
-"$PY" - "$out/manifest.json" "$t0" "$t1" "$work/gpu_mem.log" "$layers" "$samples" "$seq_len" <<'PY'
+"$PY" - "$out/manifest.json" "$t0" "$t1" "$work/gpu_mem.log" "$layers" "$samples" "$seq_len" "$out/journal.jsonl" <<'PY'
 import json, sys
 m = json.load(open(sys.argv[1]))
+# Hidden-state snapshots taken on the way (journal "hidden" entries): each one is a
+# download and a write of all calibration hidden states, inside the wall time.
+snapshots = sum(1 for l in open(sys.argv[8]) if l.strip() and "hidden" in json.loads(l))
 mem = [int(l) for l in open(sys.argv[4]) if l.strip().isdigit()]
 run = m["run"]
 print(json.dumps({
@@ -44,5 +47,6 @@ print(json.dumps({
     "phase_gflop": run.get("phase_gflop"), "phase_tflops": run.get("phase_tflops"),
     "cuda_matmul": run.get("cuda_matmul"), "device": run.get("device"),
     "avg_bits": m["summary"].get("avg_bits"), "gpu_mem_peak_mib": max(mem) if mem else None,
+    "hidden_snapshots": snapshots,
     "target_s": 120}, indent=1))
 PY

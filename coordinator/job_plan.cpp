@@ -28,15 +28,16 @@ bool needs_calibration(const Allocation& a) {
                      [](const ModuleChoice& m) { return m.quantized && m.quant.method == quant_method::gptq; });
 }
 
-// SHARDQ_CUDA_MATMUL: "fp32", "tf32", or per phase "forward=tf32,hessian=fp32" (the
-// precision of the GPU's matrix products, chosen by measurement; part of the job identity).
+// SHARDQ_CUDA_MATMUL: one of cuda_matmul_precisions ("fp32", "tf32x3", "tf32", "bf16") for
+// both phases, or per phase "forward=tf32,hessian=fp32" (the precision of the GPU's matrix
+// products, chosen by measurement; part of the job identity).
 CudaMatmul cuda_matmul_from_env() {
   CudaMatmul m;
   const char* v = std::getenv("SHARDQ_CUDA_MATMUL");
   if (!v || !*v) return m;
   const auto check = [](const std::string& value) {
-    if (value != "fp32" && value != "tf32")
-      throw spec_error("SHARDQ_CUDA_MATMUL", fmt::format("'{}' is not a precision (fp32 or tf32)", value));
+    if (std::find(cuda_matmul_precisions.begin(), cuda_matmul_precisions.end(), value) == cuda_matmul_precisions.end())
+      throw spec_error("SHARDQ_CUDA_MATMUL", fmt::format("'{}' is not a precision (fp32, tf32x3, tf32 or bf16)", value));
     return value;
   };
   const std::string text = v;

@@ -14,9 +14,9 @@ set -euo pipefail
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=$(realpath -m "${1:-$src/build-bundle}")
 bundle=$src/.gpu_bundle
-targets=(shardq shardq_gpu_tests bench_gpu_gptq bench_gpu_attention)
+targets=(shardq shardq_gpu_tests bench_gpu_gptq bench_gpu_attention bench_gpu_matmul)
 # Where each target lands in the build tree (relative to it).
-binaries=(apps/shardq/shardq tests/shardq_gpu_tests bench/bench_gpu_gptq bench/bench_gpu_attention)
+binaries=(apps/shardq/shardq tests/shardq_gpu_tests bench/bench_gpu_gptq bench/bench_gpu_attention bench/bench_gpu_matmul)
 read -ra shared_paths <<<"${SHARDQ_BUNDLE_SHARED:-models/stories260K data/tinystories}"
 
 die() { echo "gpu_bundle: ERROR: $*" >&2; exit 1; }

@@ -11,9 +11,11 @@
 // same way (coordinator/quantize_job.cpp run_sequential).
 #pragma once
 
+#include <array>
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "comm/comm.hpp"
@@ -31,7 +33,9 @@ struct MicroBatches {
   int64_t tokens(size_t i) const { return static_cast<int64_t>(mb_sizes.at(i)) * seq_len; }
 };
 
-// Matrix-multiply precision per phase on CUDA ("fp32" pedantic or "tf32"); the CPU is fp32.
+// Matrix-multiply precision per phase on CUDA (kernels/cuda/matmul.hpp: "fp32" pedantic,
+// "tf32x3", "tf32" or "bf16"); the CPU is fp32.
+inline constexpr std::array<std::string_view, 4> cuda_matmul_precisions{"fp32", "tf32x3", "tf32", "bf16"};
 struct CudaMatmul {
   std::string forward = "fp32";
   std::string hessian = "fp32";

@@ -90,14 +90,6 @@ unique_event make_event() {
   return unique_event(e);
 }
 
-matmul_precision matmul_precision_from_string(const std::string& s, const char* what) {
-  if (s == "fp32") return matmul_precision::fp32;
-  if (s == "tf32") return matmul_precision::tf32;
-  throw error(fmt::format("{}: unknown matmul precision '{}' (fp32 or tf32)", what, s));
-}
-
-const char* to_string(matmul_precision p) { return p == matmul_precision::tf32 ? "tf32" : "fp32"; }
-
 int select_local_device() {
   const int n = device_count();
   if (n == 0) throw cuda_error("device 'cuda': this process sees no CUDA device (driver, GPU or CUDA_VISIBLE_DEVICES)");
@@ -113,13 +105,12 @@ int select_local_device() {
   return device;
 }
 
-unique_cublas make_cublas(cudaStream_t stream, matmul_precision precision) {
+unique_cublas make_cublas(cudaStream_t stream) {
   cublasHandle_t h = nullptr;
   SHARDQ_CUDA_CHECK(cublasCreate(&h));
   unique_cublas owner(h);
   SHARDQ_CUDA_CHECK(cublasSetStream(h, stream));
-  SHARDQ_CUDA_CHECK(cublasSetMathMode(
-      h, precision == matmul_precision::tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH));
+  SHARDQ_CUDA_CHECK(cublasSetMathMode(h, CUBLAS_PEDANTIC_MATH));
   return owner;
 }
 

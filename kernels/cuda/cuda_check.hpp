@@ -82,16 +82,9 @@ using unique_cusolver = std::unique_ptr<std::remove_pointer_t<cusolverDnHandle_t
 unique_stream make_stream();
 unique_event make_event();
 
-// Matrix-multiply precision of a cuBLAS handle: pedantic fp32 (the default: comparable with
-// the fp32 CPU tier), or TF32 tensor cores with fp32 accumulation (10-bit mantissa inputs),
-// chosen per phase of a job by measurement (issue 10's report).
-enum class matmul_precision { fp32, tf32 };
-// "fp32" | "tf32"; throws shardq::error naming `what` on anything else.
-matmul_precision matmul_precision_from_string(const std::string& s, const char* what);
-const char* to_string(matmul_precision p);
-
-// A cuBLAS handle bound to `stream` with the given precision.
-unique_cublas make_cublas(cudaStream_t stream, matmul_precision precision = matmul_precision::fp32);
+// A cuBLAS handle bound to `stream`, pedantic fp32 (comparable with the fp32 CPU tier); the
+// products whose precision a job chooses go through kernels/cuda/matmul.hpp.
+unique_cublas make_cublas(cudaStream_t stream);
 unique_cusolver make_cusolver(cudaStream_t stream);
 
 // Move-only owner of n elements of device memory (cudaMalloc; uninitialised).

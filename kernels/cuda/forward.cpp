@@ -11,14 +11,8 @@
 namespace shardq::cuda {
 namespace {
 
-// y [n, out] = alpha · x [n, in] · W [out, in]ᵀ + beta · y, all row-major (the CPU's gemm_nt).
-// Column-major, y is yᵀ [out, n] = W_cmᵀ · x_cm with W_cm = Wᵀ [in, out] and x_cm = xᵀ [in, n].
-void gemm_nt(cublasHandle_t h, int64_t n, int64_t out, int64_t in, const float* x, const float* w, float* y,
-             float alpha = 1.0f, float beta = 0.0f) {
-  SHARDQ_CUDA_CHECK(cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out), static_cast<int>(n),
-                                static_cast<int>(in), &alpha, w, static_cast<int>(in), x, static_cast<int>(in), &beta,
-                                y, static_cast<int>(out)));
-}
+// In LayerForwardCuda::linear_index order.
+constexpr const char* linear_names[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
 
 void upload_checked(DeviceBuffer<float>& d, const Tensor& t, int64_t expected, const char* name) {
   if (t.numel() != expected)
@@ -31,22 +25,33 @@ void upload_checked(DeviceBuffer<float>& d, const Tensor& t, int64_t expected, c
 }  // namespace
 
 LayerForwardCuda::LayerForwardCuda(const ModelConfig& config, cudaStream_t stream, matmul_precision precision)
-    : config_(config), stream_(stream), cublas_(make_cublas(stream, precision)) {}
+    : config_(config), stream_(stream), matmul_(stream, precision) {
+  const int64_t h = config.hidden_size, qd = config.q_dim(), kvd = config.kv_dim(), inter = config.intermediate_size;
+  const int64_t out[n_linears] = {qd, kvd, kvd, h, inter, inter, h}, in[n_linears] = {h, h, h, qd, h, h, inter};
+  for (int i = 0; i < n_linears; ++i) {
+    w_out_[i] = out[i];
+    w_in_[i] = in[i];
+  }
+}
+
+LayerForwardCuda::linear_index LayerForwardCuda::index_of(const std::string& kind) {
+  for (int i = 0; i < n_linears; ++i)
+    if (kind == linear_names[i]) return static_cast<linear_index>(i);
+  throw error(fmt::format("layer_forward (cuda): no linear '{}'", kind));
+}
 
 void LayerForwardCuda::load(const LayerWeights& w) {
   const ModelConfig& c = config_;
-  const int64_t h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), inter = c.intermediate_size;
+  const int64_t h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim();
   // The previous forward may still read the buffers being replaced.
   SHARDQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
   upload_checked(attn_norm_, w.attn_norm, h, "input_layernorm");
   upload_checked(ffn_norm_, w.ffn_norm, h, "post_attention_layernorm");
-  upload_checked(wq_, w.q_proj, qd * h, "q_proj");
-  upload_checked(wk_, w.k_proj, kvd * h, "k_proj");
-  upload_checked(wv_, w.v_proj, kvd * h, "v_proj");
-  upload_checked(wo_, w.o_proj, h * qd, "o_proj");
-  upload_checked(wg_, w.gate_proj, inter * h, "gate_proj");
-  upload_checked(wu_, w.up_proj, inter * h, "up_proj");
-  upload_checked(wd_, w.down_proj, h * inter, "down_proj");
+  const Tensor* weights[n_linears] = {&w.q_proj, &w.k_proj, &w.v_proj, &w.o_proj, &w.gate_proj, &w.up_proj, &w.down_proj};
+  for (int i = 0; i < n_linears; ++i) {
+    upload_checked(w_[i], *weights[i], w_out_[i] * w_in_[i], linear_names[i]);
+    w_split_[i].invalidate();
+  }
   if (c.attention_bias) {
     upload_checked(bq_, w.q_bias, qd, "q_proj.bias");
     upload_checked(bk_, w.k_bias, kvd, "k_proj.bias");
@@ -55,19 +60,21 @@ void LayerForwardCuda::load(const LayerWeights& w) {
   loaded_ = true;
 }
 
-const float* LayerForwardCuda::linear(const std::string& kind) const {
-  if (kind == "q_proj") return wq_.get();
-  if (kind == "k_proj") return wk_.get();
-  if (kind == "v_proj") return wv_.get();
-  if (kind == "o_proj") return wo_.get();
-  if (kind == "gate_proj") return wg_.get();
-  if (kind == "up_proj") return wu_.get();
-  if (kind == "down_proj") return wd_.get();
-  throw error(fmt::format("layer_forward (cuda): no linear '{}'", kind));
-}
+const float* LayerForwardCuda::linear(const std::string& kind) const { return w_[index_of(kind)].get(); }
 
 float* LayerForwardCuda::linear(const std::string& kind) {
-  return const_cast<float*>(static_cast<const LayerForwardCuda&>(*this).linear(kind));
+  const linear_index i = index_of(kind);
+  w_split_[i].invalidate();
+  return w_[i].get();
+}
+
+// Row-major y [n, out] = x [n, in] · Wᵀ is column-major yᵀ [out, n] = W_cmᵀ · x_cm with
+// W_cm = Wᵀ [in, out] and x_cm = xᵀ [in, n] (the CPU's gemm_nt).
+void LayerForwardCuda::linear_forward(linear_index i, const float* x, int64_t n, float* y, float beta) {
+  const int64_t out = w_out_[i], in = w_in_[i];
+  const MatmulOperand w =
+      w_split_[i].operand(w_[i].get(), static_cast<std::size_t>(out * in), matmul_.precision(), stream_);
+  matmul_.gemm(CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, 1.0f, w, in, {x}, in, beta, y, out);
 }
 
 void LayerForwardCuda::reserve(int64_t n, int seq_len) {
@@ -102,13 +109,12 @@ void LayerForwardCuda::forward(float* x, int n_seq, int seq_len, const tap_fn& t
   if (!loaded_) throw error("layer_forward (cuda): no layer loaded");
   reserve(n, seq_len);
   cudaStream_t s = stream_;
-  cublasHandle_t cb = cublas_.get();
 
   rmsnorm(x, attn_norm_.get(), xn_.get(), n, h, c.rms_norm_eps, s);
   if (tap) tap(layer_tap::attn_in, xn_.get(), n, h);
-  gemm_nt(cb, n, qd, h, xn_.get(), wq_.get(), q_.get());
-  gemm_nt(cb, n, kvd, h, xn_.get(), wk_.get(), k_.get());
-  gemm_nt(cb, n, kvd, h, xn_.get(), wv_.get(), v_.get());
+  linear_forward(q_proj, xn_.get(), n, q_.get());
+  linear_forward(k_proj, xn_.get(), n, k_.get());
+  linear_forward(v_proj, xn_.get(), n, v_.get());
   if (c.attention_bias) {
     add_bias(q_.get(), bq_.get(), n, qd, s);
     add_bias(k_.get(), bk_.get(), n, kvd, s);
@@ -118,15 +124,15 @@ void LayerForwardCuda::forward(float* x, int n_seq, int seq_len, const tap_fn& t
   rope_rotate_half(k_.get(), n, c.num_kv_heads, c.head_dim, positions_.get(), c.rope_theta, s);
   attention_causal(q_.get(), k_.get(), v_.get(), att_.get(), n_seq, seq_len, c.num_heads, c.num_kv_heads, c.head_dim, s);
   if (tap) tap(layer_tap::o_in, att_.get(), n, qd);
-  gemm_nt(cb, n, h, qd, att_.get(), wo_.get(), x, 1.0f, 1.0f);  // residual folded in (beta = 1)
+  linear_forward(o_proj, att_.get(), n, x, 1.0f);  // residual folded in (beta = 1)
 
   rmsnorm(x, ffn_norm_.get(), xn_.get(), n, h, c.rms_norm_eps, s);
   if (tap) tap(layer_tap::mlp_in, xn_.get(), n, h);
-  gemm_nt(cb, n, inter, h, xn_.get(), wg_.get(), gate_.get());
-  gemm_nt(cb, n, inter, h, xn_.get(), wu_.get(), up_.get());
+  linear_forward(gate_proj, xn_.get(), n, gate_.get());
+  linear_forward(up_proj, xn_.get(), n, up_.get());
   swiglu(gate_.get(), up_.get(), gate_.get(), n * inter, s);
   if (tap) tap(layer_tap::down_in, gate_.get(), n, inter);
-  gemm_nt(cb, n, h, inter, gate_.get(), wd_.get(), x, 1.0f, 1.0f);
+  linear_forward(down_proj, gate_.get(), n, x, 1.0f);
 }
 
 void layer_forward_cuda(const ModelConfig& c, const LayerWeights& w, float* hidden, int n_seq, int seq_len,

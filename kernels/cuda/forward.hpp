@@ -1,7 +1,8 @@
 // One Llama-family decoder layer on the GPU with the semantics of worker/forward.hpp's
 // layer_forward (same LayerWeights, same RMSNorm → q/k/v (+bias) → RoPE → causal GQA
 // attention → o_proj + residual → RMSNorm → SwiGLU MLP + residual, positions restarting in
-// every window): cuBLAS sgemm for the seven linears, the kernels of
+// every window): the seven linears through kernels/cuda/matmul.hpp in the layer's matmul
+// precision (tf32x3 splits the weights once per change), the kernels of
 // kernels/cuda/forward_ops.hpp for the rest.
 //
 // LayerForwardCuda keeps one layer's weights resident and runs it on device hidden states,
@@ -19,6 +20,7 @@
 
 #include "common/model_config.hpp"
 #include "kernels/cuda/cuda_check.hpp"
+#include "kernels/cuda/matmul.hpp"
 #include "worker/forward.hpp"
 #include "worker/llama_weights.hpp"
 
@@ -38,7 +40,7 @@ class LayerForwardCuda {
   // Uploads the layer's weights (checked against the config).
   void load(const LayerWeights& weights);
   // The device weights [out, in] of linear `kind` (q_proj … down_proj), e.g. to replace them
-  // with their dequantized values in place.
+  // with their dequantized values in place (the mutable access marks the linear changed).
   float* linear(const std::string& kind);
   const float* linear(const std::string& kind) const;
 
@@ -48,13 +50,20 @@ class LayerForwardCuda {
   cudaStream_t stream() const { return stream_; }
 
  private:
+  enum linear_index { q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, n_linears };
+  static linear_index index_of(const std::string& kind);
   void reserve(int64_t n_tokens, int seq_len);
+  // y [n, out] = x [n, in] · W[i]ᵀ + beta · y (row-major), W[i] with its cached split.
+  void linear_forward(linear_index i, const float* x, int64_t n, float* y, float beta = 0.0f);
 
   ModelConfig config_;
   cudaStream_t stream_;
-  unique_cublas cublas_;
+  Matmul matmul_;
   bool loaded_ = false;
-  DeviceBuffer<float> attn_norm_, ffn_norm_, wq_, wk_, wv_, wo_, wg_, wu_, wd_, bq_, bk_, bv_;
+  DeviceBuffer<float> attn_norm_, ffn_norm_, bq_, bk_, bv_;
+  DeviceBuffer<float> w_[n_linears];
+  int64_t w_out_[n_linears] = {}, w_in_[n_linears] = {};
+  Tf32SplitCache w_split_[n_linears];
   int64_t capacity_ = 0;  // tokens the workspace holds
   int positions_seq_len_ = 0;
   DeviceBuffer<int32_t> positions_;

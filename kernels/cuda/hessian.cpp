@@ -11,10 +11,10 @@ namespace shardq::cuda {
 
 HessianAccumulatorCuda::HessianAccumulatorCuda(int64_t dim, cudaStream_t stream, matmul_precision precision)
     : dim_(dim),
-      precision_(precision),
       own_stream_(stream ? unique_stream() : make_stream()),
       stream_(stream ? stream : own_stream_.get()),
-      cublas_(make_cublas(stream_, precision)),
+      cublas_(make_cublas(stream_)),
+      matmul_(stream_, precision),
       sums_(dim > 0 ? static_cast<std::size_t>(dim * (dim + 1) / 2) : 0),  // dim checked below
       partial_(dim > 0 ? static_cast<std::size_t>(dim * dim) : 0),
       flags_(1) {
@@ -33,13 +33,13 @@ void HessianAccumulatorCuda::reset() {
 void HessianAccumulatorCuda::enqueue(const float* d_x, int64_t n_tokens) {
   if (n_tokens <= 0) return;
   // Row-major x [n, dim] is column-major xᵀ [dim, n]; P = xᵀx = (xᵀ)(xᵀ)ᵀ is syrk "N".
-  // TF32 runs on the tensor cores only through gemm, which computes both triangles: twice the
-  // products at several times the rate; the kernel below reads the lower one either way.
+  // The tensor cores run only through gemm, which computes both triangles: twice the products
+  // at several times the rate; the kernel below reads the lower one either way.
   const float one = 1.0f, zero = 0.0f;
   const int d = static_cast<int>(dim_), n = static_cast<int>(n_tokens);
-  if (precision_ == matmul_precision::tf32) {
-    SHARDQ_CUDA_CHECK(cublasSgemm(cublas_.get(), CUBLAS_OP_N, CUBLAS_OP_T, d, d, n, &one, d_x, d, d_x, d, &zero,
-                                  partial_.get(), d));
+  if (matmul_.precision() != matmul_precision::fp32) {
+    matmul_.gemm(CUBLAS_OP_N, CUBLAS_OP_T, dim_, dim_, n_tokens, 1.0f, {d_x}, dim_, {d_x}, dim_, 0.0f, partial_.get(),
+                 dim_);
   } else {
     SHARDQ_CUDA_CHECK(cublasSsyrk(cublas_.get(), CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, d, n, &one, d_x, d, &zero,
                                   partial_.get(), d));

@@ -1,7 +1,8 @@
 // GPTQ's layer Hessian H = 2/n · Σ xxᵀ accumulated on the GPU into exactly the fixed-point
 // integers of the CPU tier (kernels/cpu/hessian.hpp), so GPU and CPU accumulators of the same
 // micro-batches merge, and reductions across ranks stay exact whatever device produced them.
-//   cublasSsyrk (fp32 pedantic; with TF32, a tensor-core sgemm) per micro-batch → hessian_fixed_point_add
+//   cublasSsyrk (fp32 pedantic; other precisions of kernels/cuda/matmul.hpp: a tensor-core
+//   gemm of both triangles) per micro-batch → hessian_fixed_point_add
 //   kernel (kernels/cuda/hessian.cu) adding trunc(P · 2^64) to the device-resident packed sums;
 //   hessian_finalize kernel: the full symmetric fp32 H on the device, bit for bit
 //   cpu::HessianAccumulator::finalize of the same sums.
@@ -16,6 +17,7 @@
 #include "kernels/cpu/hessian.hpp"
 #include "kernels/cuda/cuda_check.hpp"
 #include "kernels/cuda/hessian.cuh"
+#include "kernels/cuda/matmul.hpp"
 
 namespace shardq::cuda {
 
@@ -61,10 +63,10 @@ class HessianAccumulatorCuda {
  private:
   int64_t dim_ = 0;
   int64_t n_tokens_ = 0;
-  matmul_precision precision_ = matmul_precision::fp32;
   unique_stream own_stream_;
   cudaStream_t stream_ = nullptr;
-  unique_cublas cublas_;
+  unique_cublas cublas_;  // syrk (fp32)
+  Matmul matmul_;         // gemm (the other precisions)
   DeviceBuffer<hessian_int> sums_;
   DeviceBuffer<float> partial_;  // [dim, dim] column-major, lower triangle used
   DeviceBuffer<unsigned> flags_;

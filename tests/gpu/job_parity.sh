@@ -3,7 +3,8 @@
 # quantized integers must agree for ≥ MIN_FRACTION of the weights (the two sides' fp32 sums
 # run in different orders, so a value on a rounding tie may round the other way), and the
 # GPU checkpoint must evaluate like the CPU one. Skips (77) on a machine without a GPU.
-#   job_parity.sh stories|synth [PRECISION fp32|tf32|forward=..,hessian=..] [MIN_FRACTION]
+#   job_parity.sh stories|synth [PRECISION] [MIN_FRACTION]
+#   PRECISION: SHARDQ_CUDA_MATMUL of the GPU job, fp32|tf32x3|tf32|bf16 or forward=..,hessian=..
 # With RANKS=N (> 1) the reference is the one-process GPU job and the compared one runs as N
 # ranks under mpirun (Hessians reduced over MPI, GPTQ rows split across the ranks), which
 # checks the multi-rank GPU path on a one-GPU machine.

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Issue 10's measurements in one device call, sized for a 15-minute device lease: about 1.5 min
+# to start the machine, this call with ctest before it (~9 min), and time for one shorter
+# re-run of what failed. Run on the lent GPU machine after scripts/gpu_device_run.sh has set up
+# the bundle's libraries and paths (README "GPU checks on a lent machine"):
+#   SHARDQ_DEVICE_BUDGET_S=560 SHARDQ_CTEST_TIMEOUT_S=150 SHARDQ_CTEST_ARGS=-j8 \
+#     scripts/gpu_device_run.sh -- bench/gpu_issue10.sh
+# Steps, cheapest and most needed first, each under its own limit (seconds) inside BUDGET_S:
+#   matmul     bench_gpu_matmul: each precision's cost and error at Llama-3-8B shapes      (40)
+#   gptq       bench_gpu_gptq: GPTQ 4-bit g128 at 4096², 11008×4096, 4096×14336, 28672×8192 (90)
+#   torch      bench/gptq_torch_reference.py: the published algorithm in PyTorch          (90)
+#   attention  bench_gpu_attention: tiled vs rowwise                                      (30)
+#   parity     tests/gpu/job_parity.sh stories and synth per candidate matmul precision
+#              (fastest first): quantized integers of the GPU job vs the CPU fp32 job     (45 each)
+#   e2e        bench/gpu_e2e.sh at Llama-3-8B shapes with the fastest candidate whose codes
+#              agreed ≥ 99.9 % on both models (fp32 when none did), or E2E_MATMUL         (rest)
+# Each step's last JSON line (or its agreement line, else its last line) goes to $OUT/issue10.jsonl as
+# {"step", "rc", "seconds", "result"}; a table is printed last.
+# Env: SHARDQ_BIN, SHARDQ_SHARED, SHARDQ_SOURCE, SHARDQ_PYTHON (gpu_device_run.sh sets them),
+#      OUT (.), BUDGET_S (480: all steps together), STEPS (the steps to run, in this order:
+#      "matmul gptq torch attention parity e2e"), PARITY_CANDIDATES (space-separated
+#      SHARDQ_CUDA_MATMUL values, fastest first), E2E_MATMUL (the e2e's precision without the
+#      parity sweep, e.g. in a re-run), E2E_LAYERS (32).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+: "${SHARDQ_BIN:?run under scripts/gpu_device_run.sh}" "${SHARDQ_SHARED:?}" "${SHARDQ_SOURCE:?}"
+OUT=${OUT:-.}
+PY=${SHARDQ_PYTHON:-python3}
+budget=${BUDGET_S:-480}
+steps=" ${STEPS:-matmul gptq torch attention parity e2e} "
+bench_dir=$(cd "$(dirname "$SHARDQ_BIN")/../.." && pwd)/bench
+candidates=${PARITY_CANDIDATES:-"tf32 forward=tf32,hessian=fp32 forward=tf32x3,hessian=fp32 tf32x3"}
+results=$OUT/issue10.jsonl
+log=$(mktemp)
+: >"$results"
+start=$SECONDS
+
+# step NAME LIMIT CMD...: runs CMD under min(LIMIT, what is left of the budget) and records it.
+step() {
+  local name=$1 limit=$2 left rc t0 line
+  shift 2
+  left=$((budget - (SECONDS - start) - 5))
+  ((left < limit)) && limit=$left
+  if ((limit < 10)); then
+    echo "gpu_issue10: no time left for $name"
+    "$PY" -c 'import json,sys; print(json.dumps({"step": sys.argv[1], "rc": None, "result": "not run: budget spent"}))' \
+      "$name" >>"$results"
+    return 124
+  fi
+  echo "===== $name (limit ${limit}s) ====="
+  t0=$SECONDS
+  timeout -k 5 "$limit" "$@" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  line=$(grep -E '^\{|codes equal:' "$log" | tail -1)
+  [[ -n $line ]] || line=$(grep -v '^[[:space:]]*$' "$log" | tail -1)
+  "$PY" -c 'import json,sys
+name, rc, secs, line = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+try:
+    result = json.loads(line)
+except ValueError:
+    result = line
+print(json.dumps({"step": name, "rc": rc, "seconds": secs, "result": result}))' \
+    "$name" "$rc" "$((SECONDS - t0))" "$line" >>"$results"
+  return "$rc"
+}
+
+wanted() { [[ $steps == *" $1 "* ]]; }
+
+wanted matmul && step matmul 40 "$bench_dir/bench_gpu_matmul"
+wanted gptq && step gptq 90 "$bench_dir/bench_gpu_gptq" --benchmark_repetitions=3
+wanted torch && step torch 90 "$PY" bench/gptq_torch_reference.py --shapes 4096x4096,11008x4096,4096x14336,28672x8192
+wanted attention && step attention 30 "$bench_dir/bench_gpu_attention"
+
+chosen=${E2E_MATMUL:-}
+if [[ -z $chosen ]] && wanted parity; then
+  for precision in $candidates; do
+    ok=1
+    for model in stories synth; do
+      step "parity_${model}_${precision}" 45 bash tests/gpu/job_parity.sh "$model" "$precision" 0.999 || ok=0
+      ((ok)) || break
+    done
+    if ((ok)); then
+      chosen=$precision
+      break
+    fi
+  done
+fi
+chosen=${chosen:-fp32}
+if wanted e2e; then
+  echo "gpu_issue10: e2e matmul precision: $chosen"
+  SHARDQ_CUDA_MATMUL=$chosen LAYERS=${E2E_LAYERS:-32} step "e2e_$chosen" 100000 bash bench/gpu_e2e.sh
+fi
+
+echo "===== summary ($((SECONDS - start)) s) ====="
+"$PY" - "$results" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    res = r["result"]
+    text = json.dumps(res) if isinstance(res, dict) else str(res)
+    print(f"{r['step']:40} rc {str(r['rc']):>4} {str(r.get('seconds', '-')):>5}s  {text[:150]}")
+PY
+rm -f "$log"
