@@ -48,5 +48,5 @@ print(json.dumps({
     "cuda_matmul": run.get("cuda_matmul"), "device": run.get("device"),
     "avg_bits": m["summary"].get("avg_bits"), "gpu_mem_peak_mib": max(mem) if mem else None,
     "hidden_snapshots": snapshots,
-    "target_s": 120}, indent=1))
+    "target_s": 120}))
 PY

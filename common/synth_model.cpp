@@ -4,11 +4,13 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <memory>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "common/error.hpp"
+#include "common/thread_pool.hpp"
 
 namespace shardq {
 namespace {
@@ -81,15 +83,16 @@ std::vector<float> column_factors(uint64_t seed, int64_t cols) {
   return f;
 }
 
-// Values [first, first + n) of one tensor, in fp32.
-void synth_values(uint64_t seed, const SynthTensor& t, uint64_t first, std::size_t n, float* out) {
+// Values [first, first + n) of one tensor, in fp32; col_factor is column_factors(seed,
+// shape[1]) for a 2-D tensor (unused for norms).
+void synth_values(uint64_t seed, const SynthTensor& t, const std::vector<float>& col_factor, uint64_t first,
+                  std::size_t n, float* out) {
   const uint64_t key = mix64(seed ^ fnv1a(t.name));
   if (t.kind == synth_kind::norm) {
     for (std::size_t i = 0; i < n; ++i) out[i] = 1.0f + 0.05f * normal_from_hash(counter_hash(key, first + i));
     return;
   }
   const auto cols = static_cast<uint64_t>(t.shape[1]);
-  const std::vector<float> col_factor = column_factors(seed, t.shape[1]);
   const uint64_t row_key = mix64(key ^ 0x726f77ull);
   const float in_scale = t.kind == synth_kind::linear ? 1.0f / std::sqrt(static_cast<float>(cols)) : 0.02f;
   std::size_t i = 0;
@@ -163,17 +166,21 @@ std::vector<TensorToWrite> synth_tensors(const SynthOptions& options) {
   const uint64_t seed = options.seed;
   std::vector<TensorToWrite> out;
   for (SynthTensor& t : synth_layout(config)) {
-    auto fill = [seed, type, t](uint64_t offset, std::span<std::byte> bytes) {
+    auto col_factor = std::make_shared<const std::vector<float>>(
+        t.kind == synth_kind::norm ? std::vector<float>() : column_factors(seed, t.shape[1]));
+    // Every value depends on its index alone, so the blocks of a chunk fill on the worker
+    // threads in any order with the same bytes (an 8B-shaped model is 8·10⁹ values).
+    auto fill = [seed, type, t, col_factor](uint64_t offset, std::span<std::byte> bytes) {
       const std::size_t elem = dtype_size(type);
       constexpr std::size_t block = 4096;
-      float values[block];
       const uint64_t first = offset / elem;
       const std::size_t n = bytes.size() / elem;
-      for (std::size_t i = 0; i < n; i += block) {
-        const std::size_t m = std::min(block, n - i);
-        synth_values(seed, t, first + i, m, values);
+      parallel_for(static_cast<int>((n + block - 1) / block), [&](int b) {
+        float values[block];
+        const std::size_t i = static_cast<std::size_t>(b) * block, m = std::min(block, n - i);
+        synth_values(seed, t, *col_factor, first + i, m, values);
         convert_from_fp32(type, values, bytes.data() + i * elem, m);
-      }
+      });
     };
     out.push_back({t.name, type, t.shape, std::move(fill)});
   }

@@ -395,33 +395,49 @@ void run_sequential(Comm& comm, const JobPlan& p, Progress& progress, std::map<s
   double load_s = 0, calibrate_s = 0, quantize_s = 0, propagate_s = 0, replay_s = 0;
   // The next layer's weights are read (and converted to fp32) on a second thread while this
   // one computes: reading a 70B model's layer from disk takes about as long as quantizing it.
-  std::future<LayerWeights> prefetch;  // declared after `model`: its destructor waits first
+  // A layer to quantize is also staged there (engine->stage: on CUDA its upload overlaps this
+  // layer's steps); a replayed one loads its stored weights instead. The prefetch of l + 1
+  // starts once the engine holds layer l, so the stage never waits on l's load.
+  std::future<LayerWeights> prefetch;  // declared after `model` and `engine`: its destructor waits first
   int prefetched = -1;
   const auto start_prefetch = [&](int l) {
     if (l > last_missing || !(missing[static_cast<size_t>(l)] || has_hidden)) return;
-    prefetch = std::async(std::launch::async, [&model, &p, l] { return layer_weights_load(model, p.config, l); });
+    const bool stage = missing[static_cast<size_t>(l)];
+    prefetch = std::async(std::launch::async, [&model, &p, &engine, l, stage] {
+      LayerWeights w = layer_weights_load(model, p.config, l);
+      if (stage) engine->stage(w);
+      return w;
+    });
     prefetched = l;
   };
-  const auto load_weights = [&](int l) {
-    LayerWeights w = prefetched == l ? prefetch.get() : layer_weights_load(model, p.config, l);
-    start_prefetch(l + 1);
-    return w;
+  // Layer l's weights; `staged` says whether they came through the prefetch (and its stage).
+  const auto take_weights = [&](int l, bool& staged) {
+    staged = prefetched == l;
+    prefetched = -1;
+    return staged ? prefetch.get() : layer_weights_load(model, p.config, l);
   };
   for (int l = start; l <= last_missing; ++l) {
     const auto choices = layer_choices(p.allocation, l);
+    bool staged = false;
     if (!missing[static_cast<size_t>(l)]) {
       if (!has_hidden) continue;
       const auto t0 = clock_type::now();
-      const LayerWeights stored = dequantized_layer(load_weights(l), read_layer_shard(p.spec.output, l, choices));
+      const LayerWeights stored = dequantized_layer(take_weights(l, staged), read_layer_shard(p.spec.output, l, choices));
       engine->load(stored);
+      start_prefetch(l + 1);
       propagate("replay");
       replay_s += seconds_since(t0);
       continue;
     }
     const int owner = p.layers.owner(l);
     auto t0 = clock_type::now();
-    const LayerWeights weights = load_weights(l);
-    engine->load(weights);
+    const LayerWeights weights = take_weights(l, staged);
+    if (staged) {
+      engine->load_staged(weights);
+    } else {
+      engine->load(weights);
+    }
+    start_prefetch(l + 1);
     load_s += seconds_since(t0);
 
     t0 = clock_type::now();

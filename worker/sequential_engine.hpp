@@ -53,6 +53,13 @@ class SequentialEngine {
 
   // The layer the next steps use; `weights` must outlive them (until the next load).
   virtual void load(const LayerWeights& weights) = 0;
+  // Called on another thread (the schedule's prefetch) while the loaded layer's steps run:
+  // the engine may start moving `next` to its device now (CUDA: a second weight buffer set
+  // filled on a copy stream). `next`'s tensors must stay alive and unchanged until
+  // load_staged of the same weights (the LayerWeights may be moved meanwhile).
+  virtual void stage(const LayerWeights& next) { (void)next; }
+  // load(weights) for weights last passed to stage(): what stage() moved is used.
+  virtual void load_staged(const LayerWeights& weights) { load(weights); }
   // Statistics of the loaded layer over every micro-batch (the hidden states are unchanged),
   // summed exactly over `comm`'s ranks. after_micro_batch(i) runs after micro-batch i.
   virtual void calibrate(Comm& comm, const std::function<void(size_t)>& after_micro_batch) = 0;

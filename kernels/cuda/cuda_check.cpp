@@ -78,9 +78,9 @@ std::string device_description() {
   return fmt::format("{} (sm_{}{})", prop.name, prop.major, prop.minor);
 }
 
-unique_stream make_stream() {
+unique_stream make_stream(bool non_blocking) {
   cudaStream_t s = nullptr;
-  SHARDQ_CUDA_CHECK(cudaStreamCreate(&s));  // blocking: ordered with DeviceBuffer's cudaMemcpy
+  SHARDQ_CUDA_CHECK(cudaStreamCreateWithFlags(&s, non_blocking ? cudaStreamNonBlocking : cudaStreamDefault));
   return unique_stream(s);
 }
 

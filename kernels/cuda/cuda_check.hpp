@@ -79,7 +79,9 @@ using unique_event = std::unique_ptr<std::remove_pointer_t<cudaEvent_t>, EventDe
 using unique_cublas = std::unique_ptr<std::remove_pointer_t<cublasHandle_t>, CublasDeleter>;
 using unique_cusolver = std::unique_ptr<std::remove_pointer_t<cusolverDnHandle_t>, CusolverDeleter>;
 
-unique_stream make_stream();
+// A stream that orders with the legacy default stream (what DeviceBuffer's synchronous copies
+// use), or with `non_blocking` one that does not (a copy stream overlapping the compute one).
+unique_stream make_stream(bool non_blocking = false);
 unique_event make_event();
 
 // A cuBLAS handle bound to `stream`, pedantic fp32 (comparable with the fp32 CPU tier); the

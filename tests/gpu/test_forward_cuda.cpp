@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -218,6 +219,47 @@ TEST(ForwardCuda, LayerForwardStories260K) {
                              taps_cpu.down_in.data.size(), 1e-4f, 1e-4f));
     h_gpu = h_cpu;  // each layer compared from the same input
   }
+}
+
+// The staged upload (LayerForwardCuda::stage on another thread while the current layer runs,
+// then load_staged) computes what a plain load computes, bit for bit, layer after layer (the
+// buffer sets trade places at every swap); load_staged of weights that were not staged, or
+// of a changed copy, falls back to the plain load.
+TEST(ForwardCuda, StagedLoadMatchesLoad) {
+  SHARDQ_REQUIRE_GPU();
+  const test::Stories260K m = test::load_stories260k();
+  const int n_seq = 2, seq_len = 37;
+  const int64_t n = static_cast<int64_t>(n_seq) * seq_len;
+  const std::vector<float> x = random_vector(static_cast<std::size_t>(n * m.dim), 61);
+  cuda::unique_stream stream = cuda::make_stream();
+  ModelConfig c;
+  std::vector<LayerWeights> layers;
+  for (int l = 0; l < m.n_layers; ++l) layers.push_back(test::stories_layer(m, l, c));
+  const auto run = [&](cuda::LayerForwardCuda& layer, DeviceBuffer<float>& d) {
+    layer.forward(d.get(), n_seq, seq_len);
+    SHARDQ_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+    return d.to_host();
+  };
+  cuda::LayerForwardCuda plain(c, stream.get()), staged(c, stream.get());
+  DeviceBuffer<float> d_plain = to_device(x), d_staged = to_device(x);
+  staged.load(layers[0]);
+  for (int l = 0; l < m.n_layers; ++l) {
+    plain.load(layers[static_cast<std::size_t>(l)]);
+    const std::vector<float> want = run(plain, d_plain);
+    std::thread stager;
+    if (l + 1 < m.n_layers) stager = std::thread([&] { staged.stage(layers[static_cast<std::size_t>(l) + 1]); });
+    const std::vector<float> got = run(staged, d_staged);  // runs while the next layer is staged
+    if (stager.joinable()) stager.join();
+    EXPECT_EQ(got, want) << "layer " << l;
+    if (l + 1 < m.n_layers) staged.load_staged(layers[static_cast<std::size_t>(l) + 1]);
+  }
+  // Not what was staged: a copy of layer 0 (other buffers) loads plainly.
+  staged.stage(layers[1]);
+  const LayerWeights copy = layers[0];
+  staged.load_staged(copy);
+  plain.load(layers[0]);
+  DeviceBuffer<float> a = to_device(x), b = to_device(x);
+  EXPECT_EQ(run(staged, a), run(plain, b));
 }
 
 }  // namespace

@@ -106,6 +106,15 @@ class SequentialEngineCuda final : public SequentialEngine {
     clear_layer_state();
   }
 
+  // On the prefetch thread: the upload overlaps this layer's steps (LayerForwardCuda::stage).
+  void stage(const LayerWeights& next) override { layer_.stage(next); }
+
+  void load_staged(const LayerWeights& weights) override {
+    weights_ = &weights;
+    layer_.load_staged(weights);
+    clear_layer_state();
+  }
+
   void calibrate(Comm& comm, const std::function<void(size_t)>& after_micro_batch) override {
     cudaStream_t s = stream_.get();
     clear_layer_state();
