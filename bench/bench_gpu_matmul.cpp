@@ -8,7 +8,8 @@
 //            tf32x3 split made once as the layer forward keeps it (Tf32SplitCache)
 //   hessian  the four Hessian partials of one micro-batch (dims 4096, 4096, 4096, 14336):
 //            cublasSsyrk for fp32, gemm of both triangles for the others, as
-//            HessianAccumulatorCuda runs them (the fixed-point add is not included)
+//            HessianAccumulatorCuda runs them (the fixed-point add is not included); and
+//            cublasSsyrk on a TF32-math handle, to see whether syrk reaches the tensor cores
 // Each iteration is timed with CUDA events. After the runs, one JSON line with median and min
 // times, TFLOP/s (counted as 2·m·n·k per gemm; syrk counts n·d², what it computes), the time the
 // e2e job's 8192 layer forwards (128 micro-batches × 32 layers × 2 passes) and 4096 Hessian
@@ -161,6 +162,27 @@ void BM_hessian(benchmark::State& state) {
   state.counters["TFLOP/s"] = hessian_flops(p) / minimum(seconds[name]) / 1e12;
 }
 
+// cublasSsyrk on a handle in TF32 tensor-op math: whether cuBLAS runs syrk on the tensor cores
+// (then a tf32 Hessian would need half the products of the gemm HessianAccumulatorCuda runs).
+void BM_hessian_syrk_tf32_math(benchmark::State& state) {
+  Inputs& in = inputs();
+  cuda::unique_stream stream = cuda::make_stream();
+  cuda::unique_cublas syrk = cuda::make_cublas(stream.get());
+  SHARDQ_CUDA_CHECK(cublasSetMathMode(syrk.get(), CUBLAS_TF32_TENSOR_OP_MATH));
+  auto launch = [&] {
+    for (const int64_t d : hessian_dims) {
+      const float* x = d == mlp ? in.x_mlp.get() : in.x_hidden.get();
+      const float one = 1.0f, zero = 0.0f;
+      SHARDQ_CUDA_CHECK(cublasSsyrk(syrk.get(), CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, static_cast<int>(d),
+                                    static_cast<int>(n_tokens), &one, x, static_cast<int>(d), &zero,
+                                    in.partial.get(), static_cast<int>(d)));
+    }
+  };
+  launch();
+  for (auto _ : state) state.SetIterationTime(device_seconds("hessian_syrk_tf32_math", stream.get(), launch));
+  state.counters["TFLOP/s"] = hessian_flops(matmul_precision::fp32) / minimum(seconds["hessian_syrk_tf32_math"]) / 1e12;
+}
+
 BENCHMARK_TEMPLATE(BM_linears, 0)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(10);
 BENCHMARK_TEMPLATE(BM_linears, 1)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(10);
 BENCHMARK_TEMPLATE(BM_linears, 2)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(10);
@@ -169,6 +191,7 @@ BENCHMARK_TEMPLATE(BM_hessian, 0)->UseManualTime()->Unit(benchmark::kMillisecond
 BENCHMARK_TEMPLATE(BM_hessian, 1)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(10);
 BENCHMARK_TEMPLATE(BM_hessian, 2)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(10);
 BENCHMARK_TEMPLATE(BM_hessian, 3)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(10);
+BENCHMARK(BM_hessian_syrk_tf32_math)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(10);
 
 }  // namespace
 
@@ -202,6 +225,9 @@ int main(int argc, char** argv) {
       dev = std::max(dev, std::fabs(static_cast<double>(got[i]) - ref[i]));
     std::printf(", \"q_proj_max_dev_from_fp32\": %.3g}", ref_max > 0 ? dev / ref_max : 0.0);
   }
+  const double ts = median(seconds["hessian_syrk_tf32_math"]);
+  std::printf(", \"hessian_syrk_tf32_math\": {\"median_ms\": %.3f, \"tflops\": %.1f}", 1e3 * ts,
+              ts > 0 ? hessian_flops(matmul_precision::fp32) / ts / 1e12 : 0.0);
   std::printf("}\n");
   return 0;
 }

@@ -58,7 +58,8 @@ void LayerForwardCuda::fill(WeightSet& set, const LayerWeights& w, cudaStream_t 
   };
   copy(set.attn_norm, w.attn_norm, h, "input_layernorm");
   copy(set.ffn_norm, w.ffn_norm, h, "post_attention_layernorm");
-  const Tensor* weights[n_linears] = {&w.q_proj, &w.k_proj, &w.v_proj, &w.o_proj, &w.gate_proj, &w.up_proj, &w.down_proj};
+  const Tensor* weights[n_linears] = {&w.q_proj,    &w.k_proj,  &w.v_proj,   &w.o_proj,
+                                     &w.gate_proj, &w.up_proj, &w.down_proj};
   for (int i = 0; i < n_linears; ++i) copy(set.w[i], *weights[i], w_out_[i] * w_in_[i], linear_names[i]);
   if (c.attention_bias) {
     copy(set.bq, w.q_bias, qd, "q_proj.bias");

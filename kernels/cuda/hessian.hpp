@@ -1,8 +1,8 @@
 // GPTQ's layer Hessian H = 2/n · Σ xxᵀ accumulated on the GPU into exactly the fixed-point
 // integers of the CPU tier (kernels/cpu/hessian.hpp), so GPU and CPU accumulators of the same
 // micro-batches merge, and reductions across ranks stay exact whatever device produced them.
-//   cublasSsyrk (fp32 pedantic; other precisions of kernels/cuda/matmul.hpp: a tensor-core
-//   gemm of both triangles) per micro-batch → hessian_fixed_point_add
+//   cublasSsyrk (fp32 pedantic; other precisions of kernels/cuda/matmul.hpp: tensor-core
+//   gemms of the lower triangle by column blocks) per micro-batch → hessian_fixed_point_add
 //   kernel (kernels/cuda/hessian.cu) adding trunc(P · 2^64) to the device-resident packed sums;
 //   hessian_finalize kernel: the full symmetric fp32 H on the device, bit for bit
 //   cpu::HessianAccumulator::finalize of the same sums.
@@ -20,6 +20,9 @@
 #include "kernels/cuda/matmul.hpp"
 
 namespace shardq::cuda {
+
+// Columns per gemm of the lower triangle (precisions other than fp32).
+inline constexpr int64_t hessian_gemm_block = 1024;
 
 class HessianAccumulatorCuda {
  public:
@@ -67,6 +70,7 @@ class HessianAccumulatorCuda {
   cudaStream_t stream_ = nullptr;
   unique_cublas cublas_;  // syrk (fp32)
   Matmul matmul_;         // gemm (the other precisions)
+  Tf32SplitCache x_split_;  // tf32x3: each micro-batch's input split once for all its gemms
   DeviceBuffer<hessian_int> sums_;
   DeviceBuffer<float> partial_;  // [dim, dim] column-major, lower triangle used
   DeviceBuffer<unsigned> flags_;

@@ -1,7 +1,8 @@
 // The matmul precisions of the CUDA tier (kernels/cuda/matmul.hpp): the device split against
 // the host one bit for bit, each precision's product error against a double reference (the
 // ordering fp32 ≈ tf32x3 ≪ tf32 < bf16 is what a job's choice rests on), beta accumulation,
-// the weight-split cache of the layer forward following changes, and 3xTF32 Hessians.
+// the weight-split cache of the layer forward following changes, and the Hessians in each
+// precision.
 #include <bit>
 #include <algorithm>
 #include <cmath>
@@ -150,19 +151,32 @@ TEST(MatmulCuda, LayerWeightSplitFollowsChanges) {
   EXPECT_EQ(after, want);
 }
 
-// 3xTF32 Hessian partials (three tensor-core gemms) stay at fp32 rounding of the fp32 (syrk)
-// ones: 1e-6 relative, where one TF32 pass needs 2e-3 (HessianCudaShapes.Tf32CloseToFp32).
-TEST(MatmulCuda, Tf32x3HessianCloseToFp32) {
+// Hessian partials in the tensor-core precisions (gemms of the lower triangle by column
+// blocks of hessian_gemm_block; 2500 takes three) against the fp32 syrk ones: 3xTF32 at fp32
+// rounding, TF32 and bf16 within their input rounding (|x| ≤ 1, two micro-batches of 257 tokens).
+TEST(MatmulCuda, HessianPrecisionsCloseToFp32) {
   SHARDQ_REQUIRE_GPU();
-  for (const int64_t dim : {64, 172, 512}) {
-    const int64_t n = 257;
-    const std::vector<float> x = random_vector(static_cast<std::size_t>(n * dim), 51 + static_cast<uint32_t>(dim));
-    cuda::HessianAccumulatorCuda fp32(dim), tf32x3(dim, nullptr, matmul_precision::tf32x3);
-    fp32.add_host(x.data(), n);
-    tf32x3.add_host(x.data(), n);
-    const Tensor a = tf32x3.download().finalize(), b = fp32.download().finalize();
-    EXPECT_TRUE(test::check_tensor("hessian tf32x3 dim " + std::to_string(dim), a.ptr(), b.ptr(), b.data.size(), 2e-6f,
-                                   2e-5f));
+  struct Case {
+    matmul_precision precision;
+    float atol, rtol;
+  };
+  for (const Case c : {Case{matmul_precision::tf32x3, 2e-6f, 2e-5f}, Case{matmul_precision::tf32, 2e-4f, 2e-3f},
+                       Case{matmul_precision::bf16, 4e-3f, 2e-2f}}) {
+    for (const int64_t dim : {64, 172, 512, 2500}) {
+      const int64_t n = 257;
+      const std::vector<float> x = random_vector(static_cast<std::size_t>(n * dim), 51 + static_cast<uint32_t>(dim)),
+                               x2 = random_vector(static_cast<std::size_t>(n * dim), 52 + static_cast<uint32_t>(dim));
+      cuda::HessianAccumulatorCuda fp32(dim), other(dim, nullptr, c.precision);
+      // Two micro-batches through the same staging buffer: the second must be split anew.
+      for (const std::vector<float>* batch : {&x, &x2}) {
+        fp32.add_host(batch->data(), n);
+        other.add_host(batch->data(), n);
+      }
+      const Tensor a = other.download().finalize(), b = fp32.download().finalize();
+      EXPECT_TRUE(test::check_tensor(std::string("hessian ") + cuda::to_string(c.precision) + " dim " +
+                                         std::to_string(dim),
+                                     a.ptr(), b.ptr(), b.data.size(), c.atol, c.rtol));
+    }
   }
 }
 
