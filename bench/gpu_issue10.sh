@@ -30,7 +30,7 @@ PY=${SHARDQ_PYTHON:-python3}
 budget=${BUDGET_S:-480}
 steps=" ${STEPS:-matmul gptq torch attention parity e2e} "
 bench_dir=$(cd "$(dirname "$SHARDQ_BIN")/../.." && pwd)/bench
-# Fastest first (bench/GPU_NOTES.md predicts ~60, ~75, ~95 and ~110 s end to end).
+# Fastest first (bench/GPU_NOTES.md predicts ~75, ~90, ~110 and ~125 s end to end).
 candidates=${PARITY_CANDIDATES:-"tf32 forward=tf32,hessian=tf32x3 forward=tf32,hessian=fp32 tf32x3"}
 e2e_reserve=${E2E_RESERVE_S:-200}
 results=$OUT/issue10.jsonl

@@ -155,9 +155,20 @@ void ShardWriter::write_float(const std::string& name, const Tensor& t, dtype st
 
 void ShardWriter::close() {
   if (closed_) return;
+  close_unpublished();
+  try {
+    publish_file(tmp_path_, path_);
+  } catch (...) {
+    std::error_code ec;
+    std::filesystem::remove(tmp_path_, ec);
+    throw;
+  }
+}
+
+void ShardWriter::close_unpublished() {
+  if (closed_) return;
   file_.flush();
   file_.close();
-  publish_file(tmp_path_, path_);
   closed_ = true;
 }
 

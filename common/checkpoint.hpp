@@ -53,6 +53,9 @@ class ShardWriter {
   void write_float(const std::string& name, const Tensor& t, dtype store = dtype::f32);
   // Flushes, closes, fsyncs and renames NAME.tmp to NAME.
   void close();
+  // Flushes and closes the HDF5 file, which stays NAME.tmp until publish_file(tmp, path)
+  // (atomic_file.hpp: fsync and rename, no HDF5 call, so any thread may do it).
+  void close_unpublished();
 
   const std::filesystem::path& path() const { return path_; }
   // Names written so far, in order.

@@ -1,7 +1,6 @@
 // RAII wrappers over the HDF5 C API; see hdf5.hpp.
 #include "common/hdf5.hpp"
 
-#include <mutex>
 #include <utility>
 
 #include "common/error.hpp"
@@ -42,9 +41,11 @@ std::string object_path(const std::string& parent, const std::string& name) {
 
 }  // namespace
 
+// Debian's libhdf5 is built thread-safe, and then the error stack and its printing are per
+// thread: each thread that calls HDF5 (the layer-shard writer beside the main one) turns it off.
 void silence_errors() {
-  static std::once_flag once;
-  std::call_once(once, [] { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); });
+  thread_local const bool silenced = H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr) >= 0;
+  (void)silenced;
 }
 
 int64_t check(int64_t status, const char* call, const std::string& file, const std::string& object) {

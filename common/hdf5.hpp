@@ -19,7 +19,7 @@
 
 namespace shardq::h5 {
 
-// Turns off HDF5's automatic error-stack printing for this process (idempotent).
+// Turns off HDF5's automatic error-stack printing for the calling thread (idempotent).
 void silence_errors();
 
 // Throws io_error "<call> failed on '<file>' <object>: <HDF5 message>" when `status` < 0,

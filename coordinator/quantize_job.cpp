@@ -392,7 +392,7 @@ void run_sequential(Comm& comm, const JobPlan& p, Progress& progress, std::map<s
     progress.begin_phase("quantize", p.config.num_layers);
     if (done > 0) progress.update(done);
   }
-  double load_s = 0, calibrate_s = 0, quantize_s = 0, propagate_s = 0, replay_s = 0;
+  double load_s = 0, calibrate_s = 0, quantize_s = 0, propagate_s = 0, commit_s = 0, replay_s = 0;
   // The next layer's weights are read (and converted to fp32) on a second thread while this
   // one computes: reading a 70B model's layer from disk takes about as long as quantizing it.
   // A layer to quantize is also staged there (engine->stage: on CUDA its upload overlaps this
@@ -416,11 +416,34 @@ void run_sequential(Comm& comm, const JobPlan& p, Progress& progress, std::map<s
     prefetched = -1;
     return staged ? prefetch.get() : layer_weights_load(model, p.config, l);
   };
+  // A quantized layer's shard is written (HDF5) here, then fsynced, renamed and hashed on a
+  // second thread while the next layer calibrates and quantizes; the main thread journals it
+  // (journal_commits is collective), reports progress and maybe snapshots the hidden states
+  // (still those entering the next layer) before that layer propagates, before a replay, and
+  // at the end. HDF5 stays on this thread: the library's global state and its per-thread
+  // error stacks (a failed write on another thread left "infinite loop closing library" at exit).
+  struct PendingCommit {
+    int layer;
+    std::future<std::vector<JournalShard>> shards;  // empty on the ranks that do not own the layer
+  };
+  std::optional<PendingCommit> pending;  // declared after `model`: destroyed (waited for) first
+  const auto finish_commit = [&] {
+    if (!pending) return;
+    const auto t0 = clock_type::now();
+    const int l = pending->layer;
+    const std::vector<JournalShard> committed = pending->shards.get();
+    pending.reset();
+    journal_commits(comm, committed, journal);
+    commit_s += seconds_since(t0);
+    if (comm.is_root()) progress.update(++done);
+    maybe_snapshot(l);
+  };
   for (int l = start; l <= last_missing; ++l) {
     const auto choices = layer_choices(p.allocation, l);
     bool staged = false;
     if (!missing[static_cast<size_t>(l)]) {
       if (!has_hidden) continue;
+      finish_commit();
       const auto t0 = clock_type::now();
       const LayerWeights stored = dequantized_layer(take_weights(l, staged), read_layer_shard(p.spec.output, l, choices));
       engine->load(stored);
@@ -454,21 +477,29 @@ void run_sequential(Comm& comm, const JobPlan& p, Progress& progress, std::map<s
       phase_flops["quantize"] += layer_quantize_flops(choices);
     }
     quantize_s += seconds_since(t0);
+    finish_commit();  // layer l - 1's, while the hidden states still enter l
     t0 = clock_type::now();
     if (has_hidden) propagate("propagate");
     propagate_s += seconds_since(t0);
     fault_point("layer_quantized", rank, l);
-    std::vector<JournalShard> committed;
-    if (rank == owner)
-      committed.push_back(commit_layer_shard(p.spec.output, model, l, weights, modules, engine->lim_score(), zd_score(weights), rank));
-    journal_commits(comm, committed, journal);
-    if (comm.is_root()) progress.update(++done);
-    maybe_snapshot(l);
+    t0 = clock_type::now();
+    if (rank == owner) {
+      WrittenShard written = write_layer_shard(p.spec.output, model, l, weights, modules, engine->lim_score(),
+                                               zd_score(weights), rank);
+      pending = PendingCommit{l, std::async(std::launch::async, [w = std::move(written)]() mutable {
+                                return std::vector<JournalShard>{publish_layer_shard(std::move(w))};
+                              })};
+    } else {
+      pending = PendingCommit{l, std::async(std::launch::deferred, [] { return std::vector<JournalShard>(); })};
+    }
+    commit_s += seconds_since(t0);
   }
+  finish_commit();
   phases["load"] = load_s;
   phases["calibrate"] = calibrate_s;
   phases["quantize"] = quantize_s;
   phases["propagate"] = propagate_s;
+  phases["commit"] = commit_s;  // the layer shards' HDF5 writes, the wait for their publication, journalling
   if (replay_s > 0) phases["replay"] = replay_s;
 }
 

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "common/atomic_file.hpp"
 #include "common/checkpoint.hpp"
 #include "common/fault.hpp"
 #include "common/sha256.hpp"
@@ -53,19 +54,21 @@ class ShardBuilder {
     layers_.push_back(l.index);
   }
 
-  // Flush, fsync, rename: the file is complete on disk. The journal entry makes it count.
-  JournalShard commit() {
-    writer_.close();
-    JournalShard s;
+  // Flush and close: the file is complete as NAME.tmp; publish_shard makes it NAME.
+  WrittenShard finish() {
+    writer_.close_unpublished();
+    WrittenShard w;
+    w.tmp = temp_path_for(writer_.path());
+    w.path = writer_.path();
+    JournalShard& s = w.entry;
     s.index = index_;
     s.file = checkpoint_shard_name(index_);
-    s.sha256 = sha256_file(dir_ / s.file);
     s.bytes = bytes_;
     s.layers = layers_;
     // The records travel as a partial manifest (only layers and modules filled), so the
     // manifest's own (de)serialisation and validation serve the journal too.
     s.records = manifest_to_json(records_);
-    return s;
+    return w;
   }
 
  private:
@@ -86,8 +89,19 @@ std::vector<std::vector<int>> checkpoint_shard_layers(const ModelConfig& c) {
   return out;
 }
 
-JournalShard commit_layer_shard(const fs::path& dir, const SafetensorsModel& model, int layer, const LayerWeights& w,
-                                const std::vector<QuantizedModule>& modules, double lim, double zd, int rank) {
+namespace {
+
+// Fsync, rename: the file is complete on disk; its digest for the journal entry, which makes it count.
+JournalShard publish_shard(WrittenShard w) {
+  publish_file(w.tmp, w.path);
+  w.entry.sha256 = sha256_file(w.path);
+  return std::move(w.entry);
+}
+
+}  // namespace
+
+WrittenShard write_layer_shard(const fs::path& dir, const SafetensorsModel& model, int layer, const LayerWeights& w,
+                               const std::vector<QuantizedModule>& modules, double lim, double zd, int rank) {
   ShardBuilder shard(dir, layer);
   const std::string prefix = layer_prefix(layer);
   shard.write_float(model, prefix + "input_layernorm.weight", w.attn_norm);
@@ -105,16 +119,28 @@ JournalShard commit_layer_shard(const fs::path& dir, const SafetensorsModel& mod
   rec.lim = lim;
   rec.zd = zd;
   shard.add_layer_record(rec);
-  JournalShard committed = shard.commit();
+  WrittenShard written = shard.finish();
+  written.rank = rank;
+  return written;
+}
+
+JournalShard publish_layer_shard(WrittenShard written) {
+  const int layer = written.entry.index, rank = written.rank;
+  JournalShard committed = publish_shard(std::move(written));
   fault_point("shard_closed", rank, layer);
   return committed;
+}
+
+JournalShard commit_layer_shard(const fs::path& dir, const SafetensorsModel& model, int layer, const LayerWeights& w,
+                                const std::vector<QuantizedModule>& modules, double lim, double zd, int rank) {
+  return publish_layer_shard(write_layer_shard(dir, model, layer, w, modules, lim, zd, rank));
 }
 
 JournalShard commit_model_shard(const fs::path& dir, const SafetensorsModel& model, const ModelConfig& config) {
   ShardBuilder shard(dir, model_shard_index(config));
   for (const char* name : {"model.embed_tokens.weight", "model.norm.weight"}) shard.write_float(model, name, model.load_fp32(name));
   if (!config.tie_word_embeddings) shard.write_float(model, "lm_head.weight", model.load_fp32("lm_head.weight"));
-  return shard.commit();
+  return publish_shard(shard.finish());
 }
 
 void journal_commits(Comm& comm, const std::vector<JournalShard>& committed, JournalWriter* journal) {

@@ -37,6 +37,19 @@ std::vector<std::vector<int>> checkpoint_shard_layers(const ModelConfig& c);
 JournalShard commit_layer_shard(const std::filesystem::path& dir, const SafetensorsModel& model, int layer,
                                 const LayerWeights& w, const std::vector<QuantizedModule>& modules, double lim,
                                 double zd, int rank);
+
+// commit_layer_shard in two steps, so that the second can run beside the next layer's work:
+// write_layer_shard (HDF5, the calling thread) leaves the complete file as NAME.tmp;
+// publish_layer_shard (no HDF5 call, any thread) fsyncs and renames it to NAME and hashes it.
+struct WrittenShard {
+  std::filesystem::path tmp, path;
+  JournalShard entry;  // all but the sha256
+  int rank = 0;
+};
+WrittenShard write_layer_shard(const std::filesystem::path& dir, const SafetensorsModel& model, int layer,
+                               const LayerWeights& w, const std::vector<QuantizedModule>& modules, double lim,
+                               double zd, int rank);
+JournalShard publish_layer_shard(WrittenShard written);
 // Writes and commits the shard of the tensors outside the decoder stack (rank 0).
 JournalShard commit_model_shard(const std::filesystem::path& dir, const SafetensorsModel& model,
                                 const ModelConfig& config);
