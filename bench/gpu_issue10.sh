@@ -6,7 +6,7 @@
 #   SHARDQ_DEVICE_BUDGET_S=560 SHARDQ_CTEST_TIMEOUT_S=150 SHARDQ_CTEST_ARGS=-j8 \
 #     scripts/gpu_device_run.sh -- bench/gpu_issue10.sh
 # Steps, cheapest and most needed first, each under its own limit (seconds) inside BUDGET_S:
-#   matmul     bench_gpu_matmul: each precision's cost and error at Llama-3-8B shapes      (40)
+#   matmul     bench_gpu_matmul: each precision's cost and error at Llama-3-8B shapes      (60)
 #   gptq       bench_gpu_gptq: GPTQ 4-bit g128 at 4096², 11008×4096, 4096×14336, 28672×8192 (90)
 #   torch      bench/gptq_torch_reference.py: the published algorithm in PyTorch          (90)
 #   attention  bench_gpu_attention: tiled vs rowwise                                      (30)
@@ -69,7 +69,7 @@ print(json.dumps({"step": name, "rc": rc, "seconds": secs, "result": result}))' 
 
 wanted() { [[ $steps == *" $1 "* ]]; }
 
-wanted matmul && step matmul 40 "$bench_dir/bench_gpu_matmul"
+wanted matmul && step matmul 60 "$bench_dir/bench_gpu_matmul"
 wanted gptq && step gptq 90 "$bench_dir/bench_gpu_gptq" --benchmark_repetitions=3
 wanted torch && step torch 90 "$PY" bench/gptq_torch_reference.py --shapes 4096x4096,11008x4096,4096x14336,28672x8192
 wanted attention && step attention 30 "$bench_dir/bench_gpu_attention"
