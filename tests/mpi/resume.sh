@@ -23,11 +23,11 @@ args=(--model "$work/model" --calibration "$SHARDQ_SHARED/data/tinystories/calib
 # Under a time limit: after a rank is SIGKILLed, Debian's mpirun (Open MPI 4.1, PMIx 4) can
 # deadlock in PMIx_server_finalize with every rank already gone (seen once in CI: mpirun
 # waiting in pmix_progress_thread_pause, its ranks zombies), so a run that is meant to die gets
-# 90 s, any other 300 s (these runs take seconds).
+# 60 s, any other 300 s (these runs take seconds).
 quantize() {  # quantize NP OUTPUT [more args]: the job under mpirun, JSON progress on stderr
   local n=$1 out=$2 limit=300
   shift 2
-  [[ ${SHARDQ_FAULT:-} == *:kill ]] && limit=90
+  [[ ${SHARDQ_FAULT:-} == *:kill ]] && limit=60
   timeout -k 10 "$limit" mpirun --oversubscribe -np "$n" -x SHARDQ_FAULT -x SHARDQ_HIDDEN_SNAPSHOTS "$SHARDQ_BIN" \
     quantize "${args[@]}" --output "$out" --progress json "$@"
 }
