@@ -17,7 +17,8 @@
 # Each step's last JSON line (or its agreement line, else its last line) goes to $OUT/issue10.jsonl as
 # {"step", "rc", "seconds", "result"}; a table is printed last.
 # Env: SHARDQ_BIN, SHARDQ_SHARED, SHARDQ_SOURCE, SHARDQ_PYTHON (gpu_device_run.sh sets them),
-#      OUT (.), BUDGET_S (480: all steps together), STEPS (the steps to run, in this order:
+#      OUT (.), BUDGET_S (480: all steps together, capped by gpu_device_run.sh's
+#      SHARDQ_DEVICE_DEADLINE), STEPS (the steps to run, in this order:
 #      "matmul gptq torch attention parity e2e"), PARITY_CANDIDATES (space-separated
 #      SHARDQ_CUDA_MATMUL values, fastest first), E2E_MATMUL (the e2e's precision without the
 #      parity sweep, e.g. in a re-run), E2E_RESERVE_S (200: the parity sweep stops when less
@@ -28,6 +29,10 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-.}
 PY=${SHARDQ_PYTHON:-python3}
 budget=${BUDGET_S:-480}
+if [[ -n ${SHARDQ_DEVICE_DEADLINE:-} ]]; then  # gpu_device_run.sh's budget ends then
+  left=$((SHARDQ_DEVICE_DEADLINE - $(date +%s) - 15))
+  ((left < budget)) && budget=$left
+fi
 steps=" ${STEPS:-matmul gptq torch attention parity e2e} "
 bench_dir=$(cd "$(dirname "$SHARDQ_BIN")/../.." && pwd)/bench
 # Fastest first (bench/GPU_NOTES.md predicts ~75, ~90, ~110 and ~125 s end to end).

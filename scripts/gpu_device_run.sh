@@ -8,7 +8,8 @@
 #   A command given as one quoted word is shell text ('bench --benchmark_out=$OUT/b.json').
 # Logs:  $OUT/gpu_run.log (everything), $OUT/ctest.log (ctest alone); $OUT defaults to .gpu_bundle/out.
 # Env:   SHARDQ_DEVICE_BUDGET_S (570: all steps together), SHARDQ_CTEST_TIMEOUT_S (420: ctest),
-#        SHARDQ_CTEST_ARGS (extra ctest arguments, e.g. "-R Gptq").
+#        SHARDQ_CTEST_ARGS (extra ctest arguments, e.g. "-R Gptq"). The commands see
+#        SHARDQ_DEVICE_DEADLINE, the epoch second at which the budget ends.
 set -uo pipefail
 
 root=$(pwd -P)
@@ -281,6 +282,8 @@ main() {
   record "mpirun -np 2 hostname" $?
 
   ((run_ctest)) && run_ctest
+  # When this call's budget ends (epoch seconds), for commands that plan their own steps.
+  export SHARDQ_DEVICE_DEADLINE=$(($(date +%s) + budget - SECONDS))
   for cmd in "${cmds[@]}"; do
     section "$cmd"
     (cd "$root" && timed 600 bash -c "$cmd")
