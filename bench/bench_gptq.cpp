@@ -13,10 +13,10 @@
 #include <cstdio>
 #include <limits>
 #include <map>
-#include <random>
 #include <string>
 #include <vector>
 
+#include "bench/bench_inputs.hpp"
 #include "common/tensor.hpp"
 #include "kernels/cpu/blas.hpp"
 #include "kernels/cpu/gptq.hpp"
@@ -25,16 +25,9 @@
 namespace {
 
 using shardq::Tensor;
+using shardq::bench::random_tensor;
 
 constexpr int64_t hidden = 4096, n_tokens = 2048;
-
-Tensor random_tensor(int64_t rows, int64_t cols, float stddev, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> nd(0.0f, stddev);
-  Tensor t({rows, cols});
-  for (float& v : t.data) v = nd(gen);
-  return t;
-}
 
 const Tensor& hessian() {
   static const Tensor h = [] {

@@ -30,16 +30,13 @@ int main() {
 #include <string>
 #include <vector>
 
-#include "bench/gpu_timing.hpp"
+#include "bench/gpu_bench.hpp"
 #include "kernels/cuda/cuda_check.hpp"
 #include "kernels/cuda/forward_ops.hpp"
 
 namespace {
 
-using shardq::bench::device_seconds;
-using shardq::bench::median;
-using shardq::bench::minimum;
-using shardq::bench::seconds;
+using namespace shardq::bench;  // timing (gpu_bench.hpp)
 namespace cuda = shardq::cuda;
 
 constexpr int n_seq = 1, seq_len = 2048, n_heads = 32, n_kv_heads = 8, head_dim = 128;

@@ -29,14 +29,14 @@ int main() {
 #include <algorithm>
 #include <chrono>
 #include <map>
-#include <random>
 #include <string>
 #include <vector>
 
+#include "bench/bench_inputs.hpp"
 #include "common/tensor.hpp"
 #include "kernels/cpu/gptq.hpp"
 #include "kernels/cpu/pack.hpp"
-#include "bench/gpu_timing.hpp"
+#include "bench/gpu_bench.hpp"
 #include "kernels/cuda/cuda_check.hpp"
 #include "kernels/cuda/gptq.hpp"
 #include "kernels/cuda/gptq_factor.hpp"
@@ -46,21 +46,11 @@ int main() {
 
 namespace {
 
-using shardq::bench::median;
-using shardq::bench::minimum;
-using shardq::bench::seconds;
+using namespace shardq::bench;  // timing (gpu_bench.hpp), inputs (bench_inputs.hpp)
 using shardq::Tensor;
 namespace cuda = shardq::cuda;
 
 constexpr int64_t n_tokens = 2048;
-
-Tensor random_tensor(int64_t rows, int64_t cols, float stddev, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> nd(0.0f, stddev);
-  Tensor t({rows, cols});
-  for (float& v : t.data) v = nd(gen);
-  return t;
-}
 
 const Tensor& hessian(int64_t cols) {
   static std::map<int64_t, Tensor> cache;

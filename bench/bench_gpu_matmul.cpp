@@ -6,12 +6,12 @@
 // MLP 14336, inputs N(0, 1) and weights N(0, 0.02²) uploaded outside the timed loop:
 //   linears  the seven linears of one layer forward (q, k, v, o, gate, up, down), the weights'
 //            tf32x3 split made once as the layer forward keeps it (Tf32SplitCache)
-//   hessian  the four Hessian partials of one micro-batch (dims 4096, 4096, 4096, 14336):
-//            cublasSsyrk for fp32, gemm of both triangles for the others, as
-//            HessianAccumulatorCuda runs them (the fixed-point add is not included); and
-//            cublasSsyrk on a TF32-math handle, to see whether syrk reaches the tensor cores
+//   hessian  the four Hessian partials of one micro-batch (dims 4096, 4096, 4096, 14336)
+//            through cuda::HessianPartial, what HessianAccumulatorCuda runs (syrk for fp32,
+//            gemms of the lower triangle for the others; the fixed-point add not included);
+//            and cublasSsyrk on a TF32-math handle, to see whether syrk reaches the tensor cores
 // Each iteration is timed with CUDA events. After the runs, one JSON line with median and min
-// times, TFLOP/s (counted as 2·m·n·k per gemm; syrk counts n·d², what it computes), the time the
+// times, TFLOP/s (counted as 2·m·n·k per gemm, syrk n·d²: HessianPartial::flops), the time the
 // e2e job's 8192 layer forwards (128 micro-batches × 32 layers × 2 passes) and 4096 Hessian
 // partials would take, and each precision's largest relative deviation from fp32 on q_proj's
 // output (|y − y_fp32| / max|y_fp32|).
@@ -32,20 +32,18 @@ int main() {
 #include <array>
 #include <cmath>
 #include <map>
-#include <random>
 #include <string>
 #include <vector>
 
-#include "bench/gpu_timing.hpp"
+#include "bench/bench_inputs.hpp"
+#include "bench/gpu_bench.hpp"
 #include "kernels/cuda/cuda_check.hpp"
+#include "kernels/cuda/hessian.hpp"
 #include "kernels/cuda/matmul.hpp"
 
 namespace {
 
-using shardq::bench::device_seconds;
-using shardq::bench::median;
-using shardq::bench::minimum;
-using shardq::bench::seconds;
+using namespace shardq::bench;  // timing (gpu_bench.hpp), inputs (bench_inputs.hpp)
 namespace cuda = shardq::cuda;
 using cuda::matmul_precision;
 
@@ -72,16 +70,8 @@ double linear_flops() {
 }
 double hessian_flops(matmul_precision p) {
   double f = 0.0;
-  for (const int64_t d : hessian_dims) f += (p == matmul_precision::fp32 ? 1.0 : 2.0) * n_tokens * d * d;
+  for (const int64_t d : hessian_dims) f += cuda::HessianPartial::flops(d, n_tokens, p);
   return f;
-}
-
-std::vector<float> random_vector(std::size_t n, uint32_t seed, float stddev) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> nd(0.0f, stddev);
-  std::vector<float> v(n);
-  for (float& x : v) x = nd(gen);
-  return v;
 }
 
 struct Inputs {
@@ -94,16 +84,19 @@ struct Inputs {
 Inputs& inputs() {
   static Inputs in = [] {
     Inputs i;
-    i.x_hidden = cuda::to_device(random_vector(n_tokens * hidden, 1, 1.0f));
-    i.x_mlp = cuda::to_device(random_vector(n_tokens * mlp, 2, 1.0f));
+    i.x_hidden = cuda::to_device(random_normal(n_tokens * hidden, 1, 1.0f));
+    i.x_mlp = cuda::to_device(random_normal(n_tokens * mlp, 2, 1.0f));
     for (std::size_t l = 0; l < linears.size(); ++l)
-      i.w[l] = cuda::to_device(random_vector(linears[l].out * linears[l].in, 10 + static_cast<uint32_t>(l), 0.02f));
+      i.w[l] = cuda::to_device(random_normal(linears[l].out * linears[l].in, 10 + static_cast<uint32_t>(l), 0.02f));
     i.y = cuda::DeviceBuffer<float>(n_tokens * mlp);
     i.partial = cuda::DeviceBuffer<float>(mlp * mlp);
     return i;
   }();
   return in;
 }
+
+// The micro-batch's activations of width `dim` (the input of a linear or a Hessian).
+const float* input_of(const Inputs& in, int64_t dim) { return dim == mlp ? in.x_mlp.get() : in.x_hidden.get(); }
 
 std::map<std::string, std::vector<float>> q_outputs;  // q_proj's output per precision
 
@@ -118,7 +111,7 @@ void BM_linears(benchmark::State& state) {
   // One linear as LayerForwardCuda::linear_forward runs it (row-major y = x · Wᵀ).
   auto linear = [&](std::size_t l) {
     const LinearShape& s = linears[l];
-    const float* x = s.in == mlp ? in.x_mlp.get() : in.x_hidden.get();
+    const float* x = input_of(in, s.in);
     const cuda::MatmulOperand w =
         splits[l].operand(in.w[l].get(), static_cast<std::size_t>(s.out * s.in), p, stream.get());
     mm.gemm(CUBLAS_OP_T, CUBLAS_OP_N, s.out, n_tokens, s.in, 1.0f, w, s.in, {x}, s.in, 0.0f, in.y.get(), s.out);
@@ -142,20 +135,9 @@ void BM_hessian(benchmark::State& state) {
   const std::string name = std::string("hessian_") + cuda::to_string(p);
   Inputs& in = inputs();
   cuda::unique_stream stream = cuda::make_stream();
-  cuda::Matmul mm(stream.get(), p);
-  cuda::unique_cublas syrk = cuda::make_cublas(stream.get());
+  cuda::HessianPartial partial(stream.get(), p);
   auto launch = [&] {
-    for (const int64_t d : hessian_dims) {
-      const float* x = d == mlp ? in.x_mlp.get() : in.x_hidden.get();
-      if (p == matmul_precision::fp32) {
-        const float one = 1.0f, zero = 0.0f;
-        SHARDQ_CUDA_CHECK(cublasSsyrk(syrk.get(), CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, static_cast<int>(d),
-                                      static_cast<int>(n_tokens), &one, x, static_cast<int>(d), &zero,
-                                      in.partial.get(), static_cast<int>(d)));
-      } else {
-        mm.gemm(CUBLAS_OP_N, CUBLAS_OP_T, d, d, n_tokens, 1.0f, {x}, d, {x}, d, 0.0f, in.partial.get(), d);
-      }
-    }
+    for (const int64_t d : hessian_dims) partial.compute(input_of(in, d), n_tokens, d, in.partial.get());
   };
   launch();
   for (auto _ : state) state.SetIterationTime(device_seconds(name, stream.get(), launch));
@@ -163,20 +145,18 @@ void BM_hessian(benchmark::State& state) {
 }
 
 // cublasSsyrk on a handle in TF32 tensor-op math: whether cuBLAS runs syrk on the tensor cores
-// (then a tf32 Hessian would need half the products of the gemm HessianAccumulatorCuda runs).
+// (then a tf32 Hessian would need half the products of the gemm blocks HessianPartial runs).
 void BM_hessian_syrk_tf32_math(benchmark::State& state) {
   Inputs& in = inputs();
   cuda::unique_stream stream = cuda::make_stream();
   cuda::unique_cublas syrk = cuda::make_cublas(stream.get());
   SHARDQ_CUDA_CHECK(cublasSetMathMode(syrk.get(), CUBLAS_TF32_TENSOR_OP_MATH));
   auto launch = [&] {
-    for (const int64_t d : hessian_dims) {
-      const float* x = d == mlp ? in.x_mlp.get() : in.x_hidden.get();
-      const float one = 1.0f, zero = 0.0f;
+    const float one = 1.0f, zero = 0.0f;
+    for (const int64_t d : hessian_dims)
       SHARDQ_CUDA_CHECK(cublasSsyrk(syrk.get(), CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, static_cast<int>(d),
-                                    static_cast<int>(n_tokens), &one, x, static_cast<int>(d), &zero,
+                                    static_cast<int>(n_tokens), &one, input_of(in, d), static_cast<int>(d), &zero,
                                     in.partial.get(), static_cast<int>(d)));
-    }
   };
   launch();
   for (auto _ : state) state.SetIterationTime(device_seconds("hessian_syrk_tf32_math", stream.get(), launch));

@@ -58,9 +58,8 @@ void LayerForwardCuda::fill(WeightSet& set, const LayerWeights& w, cudaStream_t 
   };
   copy(set.attn_norm, w.attn_norm, h, "input_layernorm");
   copy(set.ffn_norm, w.ffn_norm, h, "post_attention_layernorm");
-  const Tensor* weights[n_linears] = {&w.q_proj,    &w.k_proj,  &w.v_proj,   &w.o_proj,
-                                     &w.gate_proj, &w.up_proj, &w.down_proj};
-  for (int i = 0; i < n_linears; ++i) copy(set.w[i], *weights[i], w_out_[i] * w_in_[i], linear_names[i]);
+  const auto linears = w.linears();  // HF order, the linear_index order
+  for (int i = 0; i < n_linears; ++i) copy(set.w[i], *linears[i].second, w_out_[i] * w_in_[i], linear_names[i]);
   if (c.attention_bias) {
     copy(set.bq, w.q_bias, qd, "q_proj.bias");
     copy(set.bk, w.k_bias, kvd, "k_proj.bias");
@@ -71,9 +70,8 @@ void LayerForwardCuda::fill(WeightSet& set, const LayerWeights& w, cudaStream_t 
 
 std::vector<const float*> LayerForwardCuda::sources_of(const LayerWeights& w) const {
   std::vector<const float*> sources;
-  for (const Tensor* t : {&w.attn_norm, &w.ffn_norm, &w.q_proj, &w.k_proj, &w.v_proj, &w.o_proj, &w.gate_proj,
-                          &w.up_proj, &w.down_proj, &w.q_bias, &w.k_bias, &w.v_bias})
-    sources.push_back(t->data.data());
+  for (const Tensor* t : {&w.attn_norm, &w.ffn_norm, &w.q_bias, &w.k_bias, &w.v_bias}) sources.push_back(t->data.data());
+  for (const auto& linear : w.linears()) sources.push_back(linear.second->data.data());
   return sources;
 }
 

@@ -10,12 +10,48 @@
 
 namespace shardq::cuda {
 
+HessianPartial::HessianPartial(cudaStream_t stream, matmul_precision precision)
+    : stream_(stream), syrk_(make_cublas(stream)), matmul_(stream, precision) {}
+
+void HessianPartial::compute(const float* d_x, int64_t n_tokens, int64_t dim, float* d_partial) {
+  if (n_tokens <= 0) return;
+  // Row-major x [n, dim] is column-major xᵀ [dim, n]; P = xᵀx = (xᵀ)(xᵀ)ᵀ is syrk "N".
+  if (matmul_.precision() == matmul_precision::fp32) {
+    const float one = 1.0f, zero = 0.0f;
+    SHARDQ_CUDA_CHECK(cublasSsyrk(syrk_.get(), CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, static_cast<int>(dim),
+                                  static_cast<int>(n_tokens), &one, d_x, static_cast<int>(dim), &zero, d_partial,
+                                  static_cast<int>(dim)));
+    return;
+  }
+  // The tensor cores run only through gemm: the lower triangle by column blocks, block
+  // [c0, c1) one gemm of rows [c0, dim), about half the products of a full gemm (54 % at
+  // dim 14336).
+  x_split_.invalidate();  // the buffer holds a new micro-batch
+  const MatmulOperand x = x_split_.operand(d_x, static_cast<std::size_t>(n_tokens * dim), matmul_.precision(), stream_);
+  const auto rows_from = [&](int64_t c0) {
+    return MatmulOperand{x.value + c0, x.big ? x.big + c0 : nullptr, x.small ? x.small + c0 : nullptr};
+  };
+  for (int64_t c0 = 0; c0 < dim; c0 += hessian_gemm_block) {
+    const int64_t c1 = std::min(dim, c0 + hessian_gemm_block);
+    matmul_.gemm(CUBLAS_OP_N, CUBLAS_OP_T, dim - c0, c1 - c0, n_tokens, 1.0f, rows_from(c0), dim, rows_from(c0), dim,
+                 0.0f, d_partial + c0 + c0 * dim, dim);
+  }
+}
+
+double HessianPartial::flops(int64_t dim, int64_t n_tokens, matmul_precision precision) {
+  const auto n = static_cast<double>(n_tokens);
+  if (precision == matmul_precision::fp32) return n * static_cast<double>(dim) * static_cast<double>(dim);
+  double f = 0.0;
+  for (int64_t c0 = 0; c0 < dim; c0 += hessian_gemm_block)
+    f += 2.0 * n * static_cast<double>(dim - c0) * static_cast<double>(std::min(dim, c0 + hessian_gemm_block) - c0);
+  return (precision == matmul_precision::tf32x3 ? 3.0 : 1.0) * f;
+}
+
 HessianAccumulatorCuda::HessianAccumulatorCuda(int64_t dim, cudaStream_t stream, matmul_precision precision)
     : dim_(dim),
       own_stream_(stream ? unique_stream() : make_stream()),
       stream_(stream ? stream : own_stream_.get()),
-      cublas_(make_cublas(stream_)),
-      matmul_(stream_, precision),
+      products_(stream_, precision),
       sums_(dim > 0 ? static_cast<std::size_t>(dim * (dim + 1) / 2) : 0),  // dim checked below
       partial_(dim > 0 ? static_cast<std::size_t>(dim * dim) : 0),
       flags_(1) {
@@ -33,28 +69,7 @@ void HessianAccumulatorCuda::reset() {
 
 void HessianAccumulatorCuda::enqueue(const float* d_x, int64_t n_tokens) {
   if (n_tokens <= 0) return;
-  // Row-major x [n, dim] is column-major xᵀ [dim, n]; P = xᵀx = (xᵀ)(xᵀ)ᵀ is syrk "N".
-  // The tensor cores run only through gemm: the lower triangle by column blocks, block
-  // [c0, c1) one gemm of rows [c0, dim), about half the products of a full gemm (54 % at
-  // dim 14336). The kernel below reads the lower triangle either way.
-  const float one = 1.0f, zero = 0.0f;
-  const int d = static_cast<int>(dim_), n = static_cast<int>(n_tokens);
-  if (matmul_.precision() != matmul_precision::fp32) {
-    x_split_.invalidate();  // the tap buffer holds a new micro-batch
-    const MatmulOperand x =
-        x_split_.operand(d_x, static_cast<std::size_t>(n_tokens * dim_), matmul_.precision(), stream_);
-    const auto rows_from = [&](int64_t c0) {
-      return MatmulOperand{x.value + c0, x.big ? x.big + c0 : nullptr, x.small ? x.small + c0 : nullptr};
-    };
-    for (int64_t c0 = 0; c0 < dim_; c0 += hessian_gemm_block) {
-      const int64_t c1 = std::min(dim_, c0 + hessian_gemm_block);
-      matmul_.gemm(CUBLAS_OP_N, CUBLAS_OP_T, dim_ - c0, c1 - c0, n_tokens, 1.0f, rows_from(c0), dim_, rows_from(c0),
-                   dim_, 0.0f, partial_.get() + c0 + c0 * dim_, dim_);
-    }
-  } else {
-    SHARDQ_CUDA_CHECK(cublasSsyrk(cublas_.get(), CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, d, n, &one, d_x, d, &zero,
-                                  partial_.get(), d));
-  }
+  products_.compute(d_x, n_tokens, dim_, partial_.get());
   hessian_fixed_point_add(partial_.get(), dim_, sums_.get(), flags_.get(), stream_);
   n_tokens_ += n_tokens;
 }

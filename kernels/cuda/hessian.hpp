@@ -1,8 +1,9 @@
 // GPTQ's layer Hessian H = 2/n · Σ xxᵀ accumulated on the GPU into exactly the fixed-point
 // integers of the CPU tier (kernels/cpu/hessian.hpp), so GPU and CPU accumulators of the same
 // micro-batches merge, and reductions across ranks stay exact whatever device produced them.
-//   cublasSsyrk (fp32 pedantic; other precisions of kernels/cuda/matmul.hpp: tensor-core
-//   gemms of the lower triangle by column blocks) per micro-batch → hessian_fixed_point_add
+//   HessianPartial (cublasSsyrk in fp32 pedantic; the other precisions of
+//   kernels/cuda/matmul.hpp: tensor-core gemms of the lower triangle by column blocks) per
+//   micro-batch → hessian_fixed_point_add
 //   kernel (kernels/cuda/hessian.cu) adding trunc(P · 2^64) to the device-resident packed sums;
 //   hessian_finalize kernel: the full symmetric fp32 H on the device, bit for bit
 //   cpu::HessianAccumulator::finalize of the same sums.
@@ -23,6 +24,28 @@ namespace shardq::cuda {
 
 // Columns per gemm of the lower triangle (precisions other than fp32).
 inline constexpr int64_t hessian_gemm_block = 1024;
+
+// One micro-batch's fp32 partial P = xᵀx of the device matrix d_x [n_tokens, dim] (row-major)
+// into the LOWER triangle of the column-major [dim, dim] d_partial (the upper one is left as
+// it is), in a matmul precision of kernels/cuda/matmul.hpp: cublasSsyrk for fp32, tensor-core
+// gemms of the lower triangle by column blocks of hessian_gemm_block for the others (x's
+// tf32x3 split made once for all of them). On `stream`. HessianAccumulatorCuda runs it per
+// micro-batch; bench_gpu_matmul times it.
+class HessianPartial {
+ public:
+  HessianPartial(cudaStream_t stream, matmul_precision precision);
+  matmul_precision precision() const { return matmul_.precision(); }
+  void compute(const float* d_x, int64_t n_tokens, int64_t dim, float* d_partial);
+  // The products compute() runs, as the benchmarks count them: syrk n·dim² (what it
+  // computes), each gemm 2·m·n·k, three of them per block for tf32x3.
+  static double flops(int64_t dim, int64_t n_tokens, matmul_precision precision);
+
+ private:
+  cudaStream_t stream_;
+  unique_cublas syrk_;
+  Matmul matmul_;
+  Tf32SplitCache x_split_;
+};
 
 class HessianAccumulatorCuda {
  public:
@@ -68,9 +91,7 @@ class HessianAccumulatorCuda {
   int64_t n_tokens_ = 0;
   unique_stream own_stream_;
   cudaStream_t stream_ = nullptr;
-  unique_cublas cublas_;  // syrk (fp32)
-  Matmul matmul_;         // gemm (the other precisions)
-  Tf32SplitCache x_split_;  // tf32x3: each micro-batch's input split once for all its gemms
+  HessianPartial products_;
   DeviceBuffer<hessian_int> sums_;
   DeviceBuffer<float> partial_;  // [dim, dim] column-major, lower triangle used
   DeviceBuffer<unsigned> flags_;

@@ -70,15 +70,8 @@ Matmul::Matmul(cudaStream_t stream, matmul_precision precision)
 
 MatmulOperand Matmul::split(MatmulOperand x, int64_t rows, int64_t cols, int64_t ld, int slot) {
   if (x.big && x.small) return x;
-  const std::size_t n = span(rows, cols, ld);
-  DeviceBuffer<float>(&s)[2] = scratch_[slot];
-  if (s[0].size() < n) {
-    SHARDQ_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the previous product may still read them
-    s[0] = DeviceBuffer<float>(n);
-    s[1] = DeviceBuffer<float>(n);
-  }
-  tf32_split(x.value, static_cast<int64_t>(n), s[0].get(), s[1].get(), stream_);
-  return {x.value, s[0].get(), s[1].get()};
+  scratch_[slot].invalidate();  // the same buffer may hold other values than at the last call
+  return scratch_[slot].operand(x.value, span(rows, cols, ld), precision_, stream_);
 }
 
 void Matmul::gemm(cublasOperation_t op_a, cublasOperation_t op_b, int64_t m, int64_t n, int64_t k, float alpha,
@@ -102,9 +95,8 @@ void Matmul::gemm(cublasOperation_t op_a, cublasOperation_t op_b, int64_t m, int
       return;
     case matmul_precision::tf32x3: {
       // Stored shapes: op(A) [m, k] is A [m, k] (N) or [k, m] (T); likewise B.
-      const bool same = a.value == b.value && op_a != op_b && lda == ldb && m == n && !a.big && !b.big;
       a = split(a, op_a == CUBLAS_OP_N ? m : k, op_a == CUBLAS_OP_N ? k : m, lda, 0);
-      b = same ? a : split(b, op_b == CUBLAS_OP_N ? k : n, op_b == CUBLAS_OP_N ? n : k, ldb, 1);
+      b = split(b, op_b == CUBLAS_OP_N ? k : n, op_b == CUBLAS_OP_N ? n : k, ldb, 1);
       // The small cross terms first, the leading term last (it carries the magnitude).
       sgemm(a.small, b.big, beta);
       sgemm(a.big, b.small, 1.0f);

@@ -30,7 +30,7 @@ const char* matmul_precision_names();
 void tf32_split(const float* d_x, int64_t n, float* d_big, float* d_small, cudaStream_t stream);
 
 // An fp32 matrix operand; for tf32x3 optionally with its split (both halves or neither).
-// Without one, Matmul::gemm splits it on the fly into its own scratch.
+// Without one, Matmul::gemm splits it on the fly (its Tf32SplitCache scratch).
 struct MatmulOperand {
   const float* value = nullptr;
   const float* big = nullptr;
@@ -66,13 +66,14 @@ class Matmul {
             MatmulOperand a, int64_t lda, MatmulOperand b, int64_t ldb, float beta, float* c, int64_t ldc);
 
  private:
-  // a (and, when it is the same matrix, b) split into scratch_[slot] unless it has its split.
+  // x as it is when it has its split, else split anew into scratch_[slot] (x's stored
+  // [rows, cols] column-major with leading dimension ld).
   MatmulOperand split(MatmulOperand x, int64_t rows, int64_t cols, int64_t ld, int slot);
 
   cudaStream_t stream_;
   matmul_precision precision_;
   unique_cublas cublas_;
-  DeviceBuffer<float> scratch_[2][2];  // [operand a, b][big, small], tf32x3 only
+  Tf32SplitCache scratch_[2];  // operands a and b, tf32x3 only
 };
 
 }  // namespace shardq::cuda

@@ -1,6 +1,6 @@
 // Timing of the GPU benchmarks (bench_gpu_*.cpp): every timed iteration kept per case name,
 // device time from CUDA events around the launches, and the median and minimum the JSON
-// lines report.
+// lines report. Their inputs: bench/bench_inputs.hpp.
 #pragma once
 
 #include <algorithm>
