@@ -128,4 +128,11 @@ BENCHMARK(BM_sgemm)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_layer_forward)->Args({4, 512})->Args({1, 2048})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_hessian_accumulate)->Args({1024, 2048})->Args({1024, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  shardq::cpu::blas_select_kernels(argv);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

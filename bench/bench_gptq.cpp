@@ -111,6 +111,7 @@ BENCHMARK(BM_gptq)->Arg(4096)->Arg(11008)->UseManualTime()->Unit(benchmark::kMil
 }  // namespace
 
 int main(int argc, char** argv) {
+  shardq::cpu::blas_select_kernels(argv);
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   hessian();  // outside every timed region

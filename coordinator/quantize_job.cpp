@@ -30,6 +30,7 @@
 #include "coordinator/resume.hpp"
 #include "coordinator/shard_output.hpp"
 #include "coordinator/work_meter.hpp"
+#include "kernels/cpu/blas.hpp"
 #include "worker/calibration.hpp"
 #include "worker/forward.hpp"
 #include "worker/importance.hpp"
@@ -60,11 +61,15 @@ std::vector<float> embed_micro_batch(const JobPlan& p, const ModelWeights& embed
   return hidden;
 }
 
-// What the manifest records about each rank: where it ran, what it owned, its peak memory.
+// What the manifest records about each rank: where it ran, its peak memory, and the OpenBLAS
+// kernel set its products ran on (their bits depend on it).
 json rank_info_json(const Comm& comm) {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
-  return {{"rank", comm.rank()}, {"host", rank_label(comm)}, {"peak_rss_mb", static_cast<double>(usage.ru_maxrss) / 1024.0}};
+  return {{"rank", comm.rank()},
+          {"host", rank_label(comm)},
+          {"peak_rss_mb", static_cast<double>(usage.ru_maxrss) / 1024.0},
+          {"blas_kernels", cpu::blas_kernels()}};
 }
 
 struct LayerScores {
@@ -561,6 +566,14 @@ json quantize_job_run(Comm& comm, const json& spec_json, const JobOptions& optio
   fault_point("before_manifest", 0, -1);
   json ranks = json::array();
   for (const auto& r : rank_info) ranks.push_back(json::parse(r));
+  for (const auto& r : ranks)
+    if (r.at("blas_kernels") != ranks[0].at("blas_kernels")) {
+      spdlog::warn("rank {} ran OpenBLAS's {} kernels and rank 0 its {}: the quantized bits can differ from a run on one "
+                   "kind of machine; set OPENBLAS_CORETYPE to one kernel set for every rank",
+                   r.at("rank").get<int>(), r.at("blas_kernels").get<std::string>(),
+                   ranks[0].at("blas_kernels").get<std::string>());
+      break;
+    }
   double work = 0;
   for (const auto& f : rank_flops) work += std::stod(f);
   const double full = full_job_flops(p.config, p.allocation, p.spec.schedule, p.samples(), p.seq_len);

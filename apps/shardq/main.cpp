@@ -9,6 +9,7 @@
 #include "apps/shardq/command.hpp"
 #include "common/error.hpp"
 #include "common/log.hpp"
+#include "kernels/cpu/blas.hpp"
 
 namespace shardq::app {
 
@@ -20,9 +21,11 @@ std::vector<CommandSetup>& command_registry() {
 }  // namespace shardq::app
 
 int main(int argc, char** argv) {
+  shardq::cpu::blas_select_kernels(argv);
   CLI::App app{"shardq — distributed post-training quantization of Llama-family models"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "shardq 0.1.0");
+  // The OpenBLAS kernel set goes with the version: results of the CPU products depend on it.
+  app.set_version_flag("--version", "shardq 0.1.0 (OpenBLAS kernels: " + shardq::cpu::blas_kernels() + ")");
   for (auto setup : shardq::app::command_registry()) setup(app);
 
   std::string which = "shardq";

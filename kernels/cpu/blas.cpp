@@ -3,7 +3,13 @@
 #include <cblas.h>
 #include <lapacke.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -162,5 +168,39 @@ int triangular_inverse_upper(int64_t n, double* a) {
 
 void blas_set_threads(int n) { set_worker_threads(n); }
 int blas_threads() { return worker_threads(); }
+
+std::string blas_kernels() { return openblas_get_corename(); }
+
+namespace {
+
+// OpenBLAS 0.3.25's feature-based choice for a CPU it does not know (driver/others/dynamic.c).
+// __builtin_cpu_supports also checks that the OS saves the AVX/AVX-512 registers (XCR0).
+const char* kernels_for_cpu_features() {
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512cd"))
+    return __builtin_cpu_supports("avx512bf16") ? "Cooperlake" : "SkylakeX";
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+  if (__builtin_cpu_supports("avx")) return "Sandybridge";
+  return nullptr;
+}
+
+}  // namespace
+
+void blas_select_kernels(char** argv) {
+#if defined(__x86_64__)
+  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return;  // the user's choice stands
+  if (std::strcmp(openblas_get_corename(), "Prescott") != 0) return;
+  const char* kernels = kernels_for_cpu_features();
+  if (kernels == nullptr) return;  // a CPU for which Prescott is right
+  setenv("OPENBLAS_CORETYPE", kernels, 1);
+  execv("/proc/self/exe", argv);
+  std::fprintf(stderr, "warning: OpenBLAS chose its Prescott (SSE3) kernels for this CPU and re-executing with "
+                       "OPENBLAS_CORETYPE=%s failed (execv /proc/self/exe: %s); products run 2-3x slower\n",
+               kernels, std::strerror(errno));
+  unsetenv("OPENBLAS_CORETYPE");
+#else
+  (void)argv;
+#endif
+}
 
 }  // namespace shardq::cpu

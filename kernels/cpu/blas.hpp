@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 namespace shardq::cpu {
 
@@ -43,5 +44,20 @@ int triangular_inverse_upper(int64_t n, double* a);
 // so their bits do not depend on this number. LAPACK calls run single-threaded.
 void blas_set_threads(int n);
 int blas_threads();
+
+// The kernel set OpenBLAS chose when it loaded ("Haswell", "SkylakeX", ...). The products'
+// bits depend on it, so the manifest records it per rank.
+std::string blas_kernels();
+
+// OpenBLAS up to 0.3.24 (Debian 12 ships 0.3.21) picks its kernels by CPU model number and,
+// on Intel models it does not know (Sapphire and Emerald Rapids, Granite Rapids, new cores),
+// falls back to the SSE3 "Prescott" set; 0.3.25 chooses by CPU features instead (OpenBLAS
+// issue 4267, pull 4268). The choice is made when the library loads, before main, from
+// OPENBLAS_CORETYPE. So when OpenBLAS fell back to Prescott on a CPU with AVX2 or AVX-512 and
+// the environment names no kernel set, this sets OPENBLAS_CORETYPE to what 0.3.25 picks and
+// re-executes the program in place (same pid, arguments and environment; before MPI_Init).
+// Call it first in main. Returns when nothing needs to change, or when the exec failed (with
+// one warning line on stderr; the program then runs on the Prescott kernels).
+void blas_select_kernels(char** argv);
 
 }  // namespace shardq::cpu

@@ -1,14 +1,19 @@
 // The tiled BLAS wrappers (kernels/cpu/blas.hpp): every product equals a double-precision
 // reference to float rounding, and its bits do not depend on the number of worker threads
-// (the reason for the fixed tile grid; OpenBLAS's own threading changes them).
+// (the reason for the fixed tile grid; OpenBLAS's own threading changes them). And the
+// kernel set: OpenBLAS's Prescott fallback is replaced on AVX2/AVX-512 CPUs, a kernel set the
+// user names is kept, and the re-executed program sees the same arguments.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/blas.hpp"
+#include "support/test_support.hpp"
 
 namespace shardq {
 namespace {
@@ -147,6 +152,61 @@ TEST(TiledBlas, CholeskyAndTriangularInverseMatchReferenceForAnyThreadCount) {
   std::vector<float> singular = factors[0];
   singular[static_cast<size_t>(5 * n + 5)] = 0.0f;
   EXPECT_EQ(cpu::triangular_inverse_upper(n, singular.data()), 6);
+}
+
+
+bool cpu_has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+
+// The kernel set `shardq --version` reports, run under `env_prefix` (an `env ...` command).
+std::string version_kernels(const std::string& env_prefix) {
+  const test::CommandResult r = test::run_command(env_prefix + " " + test::shardq_bin() + " --version");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  const std::string tag = "OpenBLAS kernels: ";
+  const size_t at = r.out.find(tag), end = r.out.find(')', at);
+  if (at == std::string::npos || end == std::string::npos) {
+    ADD_FAILURE() << "no kernel set in: " << r.out;
+    return "";
+  }
+  return r.out.substr(at + tag.size(), end - at - tag.size());
+}
+
+TEST(BlasKernels, PrescottFallbackIsReplacedOnAvx2Cpus) {
+  if (!cpu_has_avx2()) {
+    GTEST_SKIP() << "no AVX2 and FMA: Prescott can be OpenBLAS's right choice here";
+  }
+  EXPECT_NE(version_kernels("env -u OPENBLAS_CORETYPE"), "Prescott");
+  // This test binary chose its kernels the same way (tests/support/test_main.cpp).
+  const char* user = std::getenv("OPENBLAS_CORETYPE");
+  if (user == nullptr || std::string(user) != "Prescott") {
+    EXPECT_NE(cpu::blas_kernels(), "Prescott");
+  }
+}
+
+TEST(BlasKernels, AKernelSetTheUserNamesIsKept) {
+  EXPECT_EQ(version_kernels("env OPENBLAS_CORETYPE=Prescott"), "Prescott");
+  if (cpu_has_avx2()) {
+    EXPECT_EQ(version_kernels("env OPENBLAS_CORETYPE=Haswell"), "Haswell");
+  }
+}
+
+TEST(BlasKernels, TheReexecutedProgramSeesTheSameArgumentsAndEnvironment) {
+  // `shardq info` prints the model's tensor table from its arguments and SHARDQ_LOG from the
+  // environment: a re-exec that lost either would print something else.
+  const test::TempDir dir("blas-kernels");
+  const std::string model = (dir / "model").string();
+  const test::CommandResult synth =
+      test::run_command(test::shardq_bin() + " synth --layers 1 --hidden 64 --intermediate 128 --heads 4 --kv-heads 2 "
+                        "--vocab 256 --output '" + model + "'");
+  ASSERT_EQ(synth.exit_code, 0) << synth.err;
+  const std::string args = " " + test::shardq_bin() + " info '" + model + "' --json";
+  const std::string chosen = version_kernels("env -u OPENBLAS_CORETYPE");
+  const test::CommandResult direct = test::run_command("env SHARDQ_LOG=warn OPENBLAS_CORETYPE=" + chosen + args);
+  const test::CommandResult via_exec = test::run_command("env -u OPENBLAS_CORETYPE SHARDQ_LOG=warn" + args);
+  ASSERT_EQ(direct.exit_code, 0) << direct.err;
+  ASSERT_EQ(via_exec.exit_code, 0) << via_exec.err;
+  EXPECT_NE(direct.out.find("\"tensors\""), std::string::npos) << direct.out;
+  EXPECT_EQ(via_exec.out, direct.out);
+  EXPECT_EQ(via_exec.err, direct.err);
 }
 
 }  // namespace
