@@ -63,7 +63,9 @@ class MpiEnvironment {
   static bool initialized();
 };
 
-// "host:rank" for log lines.
+// This machine's host name (gethostname); ranks that print the same one share a node.
+std::string host_name();
+// "host:rank" for log lines (the host name up to its first dot).
 std::string rank_label(const Comm& comm);
 
 }  // namespace shardq

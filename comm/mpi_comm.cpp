@@ -181,10 +181,14 @@ void Comm::broadcast(std::string& s, int root) {
   if (n) broadcast(s.data(), n, root);
 }
 
-std::string rank_label(const Comm& comm) {
+std::string host_name() {
   char host[256] = {0};
   gethostname(host, sizeof host - 1);
-  std::string h(host);
+  return host;
+}
+
+std::string rank_label(const Comm& comm) {
+  std::string h = host_name();
   if (auto dot = h.find('.'); dot != std::string::npos) h.resize(dot);
   return fmt::format("{}:{}", h, comm.rank());
 }

@@ -313,6 +313,30 @@ void measure_precision(Comm& comm, JobPlan& p, Progress& progress, std::map<std:
 }
 
 // ---------------------------------------------------------------- sequential schedule
+// Collective. NCCL refuses two ranks of one clique on one GPU ("Duplicate GPU detected"), and
+// the ranks of a node take GPUs local_rank % device_count: so NCCL needs every node to see at
+// least as many GPUs as it runs ranks. Returns "" when it does, else the first node that does not.
+std::string node_short_of_gpus(Comm& comm) {
+  const auto all = comm.gather(fmt::format("{} {}", cuda_device_count(), host_name()), 0);
+  std::string why;
+  if (comm.is_root()) {
+    std::map<std::string, std::pair<int, int>> per_host;  // host → (ranks, GPUs)
+    for (const std::string& r : all) {
+      const size_t space = r.find(' ');
+      auto& [ranks, gpus] = per_host[r.substr(space + 1)];
+      ++ranks;
+      gpus = std::stoi(r.substr(0, space));
+    }
+    for (const auto& [host, n] : per_host)
+      if (n.first > n.second) {
+        why = fmt::format("host '{}' runs {} ranks on {} GPU{}", host, n.first, n.second, n.second == 1 ? "" : "s");
+        break;
+      }
+  }
+  comm.broadcast(why, 0);
+  return why;
+}
+
 // Layer l is calibrated on the outputs of the quantized layers 0..l-1. On resume, committed
 // layers are not redone: the hidden states pass through them as stored (dequantized from
 // their shard), which gives the same bits as the uninterrupted run. The numerics run on the
@@ -332,9 +356,17 @@ void run_sequential(Comm& comm, const JobPlan& p, Progress& progress, std::map<s
   if (has_hidden) {
     for (int m = mb0; m < mb1; ++m) micro_batches.mb_sizes.push_back(p.mb_size(m));
   }
-  // comm auto: the GPUs reduce the Hessians through NCCL where this build has it.
-  const bool nccl = p.spec.device == "cuda" && comm.size() > 1 &&
-                    (p.spec.comm == "nccl" || (p.spec.comm == "auto" && nccl_built()));
+  // comm auto: the GPUs reduce the Hessians through NCCL where this build has it and every rank
+  // has a GPU of its own; ranks that share one reduce over MPI.
+  bool nccl = p.spec.device == "cuda" && comm.size() > 1 &&
+              (p.spec.comm == "nccl" || (p.spec.comm == "auto" && nccl_built()));
+  if (nccl) {
+    const std::string short_of_gpus = node_short_of_gpus(comm);
+    if (!short_of_gpus.empty() && p.spec.comm == "nccl")
+      throw spec_error("comm", fmt::format("'nccl' needs one GPU per rank, and {}; use comm 'mpi' or fewer ranks per node",
+                                           short_of_gpus));
+    nccl = short_of_gpus.empty();
+  }
   const std::unique_ptr<SequentialEngine> engine =
       make_sequential_engine(p.spec.device, p.config, micro_batches, p.cuda_matmul, nccl);
   int start = 0;

@@ -62,13 +62,15 @@ class SequentialEngineCpu final : public SequentialEngine {
 
 }  // namespace
 
-bool cuda_device_available() {
+int cuda_device_count() {
 #ifdef SHARDQ_HAVE_CUDA
-  return cuda::device_count() > 0;
+  return cuda::device_count();
 #else
-  return false;
+  return 0;
 #endif
 }
+
+bool cuda_device_available() { return cuda_device_count() > 0; }
 
 bool nccl_built() {
 #ifdef SHARDQ_HAVE_NCCL

@@ -80,6 +80,8 @@ std::unique_ptr<SequentialEngine> make_sequential_engine(const std::string& devi
                                                          MicroBatches micro_batches, const CudaMatmul& cuda_matmul,
                                                          bool nccl = false);
 
+// The CUDA devices this process sees (0 in a build without the CUDA tier).
+int cuda_device_count();
 // Whether this process can run device "cuda" (built with the CUDA tier and a GPU visible).
 bool cuda_device_available();
 // Whether this build has the NCCL backend.

@@ -29,7 +29,7 @@ ncclUniqueId NcclComm::unique_id() {
   return id;
 }
 
-NcclComm NcclComm::over_mpi(MPI_Comm comm) {
+NcclComm NcclComm::over_mpi(MPI_Comm comm, int device) {
   int rank = 0, size = 0, local_rank = 0;
   mpi_check(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank");
   mpi_check(MPI_Comm_size(comm, &size), "MPI_Comm_size");
@@ -40,7 +40,7 @@ NcclComm NcclComm::over_mpi(MPI_Comm comm) {
   mpi_check(rc, "MPI_Comm_rank(node-local)");
   const int devices = device_count();
   if (devices == 0) throw cuda_error(fmt::format("NCCL backend: rank {} sees no CUDA device", rank));
-  SHARDQ_CUDA_CHECK(cudaSetDevice(local_rank % devices));
+  SHARDQ_CUDA_CHECK(cudaSetDevice(device >= 0 ? device : local_rank % devices));
   ncclUniqueId id{};
   if (rank == 0) id = unique_id();
   mpi_check(MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, comm), "MPI_Bcast(ncclUniqueId)");

@@ -16,6 +16,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <type_traits>
 
@@ -33,16 +34,24 @@ inline bool status_ok(ncclResult_t s) { return s == ncclSuccess; }
 [[noreturn]] void throw_status(ncclResult_t s, const char* call, const char* file, int line);
 }  // namespace detail
 
+// While an exception unwinds, this rank is on its way to Comm::abort, and its peers may be
+// blocked in a collective it will never join: ncclCommDestroy (an implicit ncclCommFinalize)
+// would wait for them forever, and the job would hang instead of aborting. The communicator
+// is left to the process exit then.
 struct NcclCommDeleter {
-  void operator()(ncclComm_t c) const noexcept { ncclCommDestroy(c); }
+  void operator()(ncclComm_t c) const noexcept {
+    if (std::uncaught_exceptions() > 0) return;
+    ncclCommDestroy(c);
+  }
 };
 using unique_nccl_comm = std::unique_ptr<std::remove_pointer_t<ncclComm_t>, NcclCommDeleter>;
 
 class NcclComm {
  public:
-  // Collective over `comm`: selects the GPU local_rank % device_count, rank 0 creates the
-  // NCCL id and broadcasts it over MPI. Throws cuda_error / mpi_error.
-  static NcclComm over_mpi(MPI_Comm comm = MPI_COMM_WORLD);
+  // Collective over `comm`: binds `device` (the engine's, cuda::select_local_device; -1: the
+  // node-local MPI rank % device_count), rank 0 creates the NCCL id and broadcasts it over
+  // MPI. Throws cuda_error / mpi_error.
+  static NcclComm over_mpi(MPI_Comm comm = MPI_COMM_WORLD, int device = -1);
   static ncclUniqueId unique_id();
   // Joins the clique `id` as `rank` of `n_ranks` on the current device.
   NcclComm(const ncclUniqueId& id, int n_ranks, int rank);

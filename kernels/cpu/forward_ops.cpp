@@ -21,12 +21,18 @@ void rmsnorm(const float* x, const float* weight, float* y, int64_t n_tokens, in
   }
 }
 
+std::vector<float> rope_inv_freq(int head_dim, float theta) {
+  std::vector<float> inv_freq(static_cast<size_t>(head_dim / 2));
+  for (int i = 0; i < head_dim / 2; ++i)
+    inv_freq[i] = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(head_dim));
+  return inv_freq;
+}
+
 void rope_rotate_half(float* x, int64_t n_tokens, int n_heads, int head_dim, const int32_t* positions,
                       float theta) {
   const int half = head_dim / 2;
-  std::vector<float> inv_freq(half), cos_t(half), sin_t(half);
-  for (int i = 0; i < half; ++i)
-    inv_freq[i] = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(head_dim));
+  const std::vector<float> inv_freq = rope_inv_freq(head_dim, theta);
+  std::vector<float> cos_t(half), sin_t(half);
   const int64_t row = static_cast<int64_t>(n_heads) * head_dim;
   int32_t last_pos = -1;
   for (int64_t t = 0; t < n_tokens; ++t) {

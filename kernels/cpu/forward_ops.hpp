@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace shardq::cpu {
 
@@ -25,6 +26,10 @@ void rmsnorm(const float* x, const float* weight, float* y, int64_t n_tokens, in
 // `positions[t]` is the position of token t.
 void rope_rotate_half(float* x, int64_t n_tokens, int n_heads, int head_dim, const int32_t* positions,
                       float theta);
+// theta^(-2i/d) for i < head_dim/2, the inverse frequencies rope_rotate_half uses. The GPU tier
+// takes them from here: the device powf may differ by ulps, and one ulp of a frequency is
+// ~1e-4 rad of angle at position 2000.
+std::vector<float> rope_inv_freq(int head_dim, float theta);
 
 // Causal grouped-query attention over n_seq independent windows of seq_len tokens (fresh
 // context in each): out = softmax(q kᵀ / sqrt(head_dim) + causal mask) v per (window, head),

@@ -149,6 +149,9 @@ void LayerForwardCuda::reserve(int64_t n, int seq_len) {
   if (positions_seq_len_ != seq_len) {
     std::vector<int32_t> positions(static_cast<std::size_t>(capacity_));
     for (int64_t t = 0; t < capacity_; ++t) positions[static_cast<std::size_t>(t)] = static_cast<int32_t>(t % seq_len);
+    // upload() is a synchronous copy on the legacy stream, which does not wait for a
+    // non-blocking stream_: the previous forward's RoPE may still read positions_.
+    SHARDQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
     positions_.upload(positions);
     positions_seq_len_ = seq_len;
   }

@@ -5,9 +5,12 @@
 //   the reference and fallback), swiglu_kernel, add_bias_kernel, token_cosines_kernel
 // CPU reference: kernels/cpu/forward_ops.cpp (and the double references kernels/ref/forward_ref.cpp).
 // Test: shardq_gpu_tests --gtest_filter='*ForwardCuda*:*AttentionCuda*'; benchmark: bench_gpu_attention.
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <vector>
 
+#include "kernels/cpu/forward_ops.hpp"
 #include "kernels/cuda/cuda_check.hpp"
 #include "kernels/cuda/forward_ops.hpp"
 
@@ -34,8 +37,14 @@ __global__ void rmsnorm_kernel(const float* __restrict__ x, const float* __restr
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) yr[i] = __fmul_rn(__fmul_rn(xr[i], inv), weight[i]);
 }
 
+// The host's inverse frequencies (cpu::rope_inv_freq), passed by value in the kernel's
+// parameter space, so every angle is the CPU's to the bit.
+struct RopeInvFreq {
+  float v[attention_max_head_dim / 2];
+};
+
 __global__ void rope_rotate_half_kernel(float* x, int64_t n_tokens, int n_heads, int head_dim,
-                                        const int32_t* __restrict__ positions, float theta) {
+                                        const int32_t* __restrict__ positions, RopeInvFreq freq) {
   const int half = head_dim / 2;
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t total = n_tokens * n_heads * half;
@@ -43,8 +52,7 @@ __global__ void rope_rotate_half_kernel(float* x, int64_t n_tokens, int n_heads,
   const int i = static_cast<int>(idx % half);
   const int64_t th = idx / half;  // token * n_heads + head
   const int64_t t = th / n_heads;
-  const float inv_freq = 1.0f / powf(theta, static_cast<float>(2 * i) / static_cast<float>(head_dim));
-  const float angle = static_cast<float>(positions[t]) * inv_freq;
+  const float angle = __fmul_rn(static_cast<float>(positions[t]), freq.v[i]);
   const float c = cosf(angle), s = sinf(angle);
   float* v = x + th * head_dim;
   const float a = v[i], b = v[i + half];
@@ -351,8 +359,13 @@ void rope_rotate_half(float* d_x, int64_t n_tokens, int n_heads, int head_dim, c
                       float theta, cudaStream_t stream) {
   const int64_t total = n_tokens * n_heads * (head_dim / 2);
   if (total <= 0) return;
+  if (head_dim > attention_max_head_dim)
+    detail::throw_message("rope_rotate_half (cuda): head_dim must be at most 256", __FILE__, __LINE__);
+  RopeInvFreq freq{};
+  const std::vector<float> inv_freq = cpu::rope_inv_freq(head_dim, theta);
+  std::copy(inv_freq.begin(), inv_freq.end(), freq.v);
   rope_rotate_half_kernel<<<grid_for(total, 256), 256, 0, stream>>>(d_x, n_tokens, n_heads, head_dim, d_positions,
-                                                                    theta);
+                                                                    freq);
   SHARDQ_CUDA_CHECK_LAUNCH();
 }
 

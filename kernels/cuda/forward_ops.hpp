@@ -2,8 +2,9 @@
 // device pointers, each mirroring the CPU tier kernel of the same name in
 // kernels/cpu/forward_ops.hpp (same shapes, same row-major layouts, same conventions):
 //   rmsnorm          one block per token row; the mean square is reduced in double as on the CPU
-//   rope_rotate_half one thread per (token, head, pair); products rounded separately (no FMA),
-//                    as the CPU code computes them
+//   rope_rotate_half one thread per (token, head, pair); the CPU tier's inverse frequencies
+//                    (cpu::rope_inv_freq), products rounded separately (no FMA), as the CPU
+//                    code computes them
 //   attention_causal flash-attention tiles (Dao et al. 2022) in fp32 on the CUDA cores: a block
 //                    per 64 query rows of one (window, head) walks the 64-key tiles up to the
 //                    diagonal with an online softmax, K/V tiles staged in shared memory;

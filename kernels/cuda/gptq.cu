@@ -65,7 +65,7 @@ __global__ void gptq_block_kernel(float* __restrict__ wt, float* __restrict__ er
     const float w = wt[j * rows + r];
     const float q = grid_quantize(w, scale, zero, maxq);
     codes_t[j * rows + r] = static_cast<uint8_t>(q);
-    const float e = __fsub_rn(w, grid_dequantize(q, scale, zero)) / u[j * cols + j];
+    const float e = __fdiv_rn(__fsub_rn(w, grid_dequantize(q, scale, zero)), u[j * cols + j]);
     err[(j - b0) * rows + r] = e;
     const float* uj = u + j * cols;
     for (int64_t c = j + 1; c < b1; ++c) wt[c * rows + r] = __fsub_rn(wt[c * rows + r], __fmul_rn(e, uj[c]));

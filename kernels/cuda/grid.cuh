@@ -1,7 +1,8 @@
 // Device copies of the uniform integer grid of kernels/cpu/rtn.hpp (the reference GPTQ
 // Quantizer), operation for operation, so the GPU tiers (rtn.cu, gptq.cu) choose the same
-// fp16 scales, zeros and codes as the CPU tier. Products are rounded explicitly (__fmul_rn)
-// where the CPU code rounds them, so nvcc's FMA contraction cannot change a result.
+// fp16 scales, zeros and codes as the CPU tier. Products and quotients are rounded explicitly
+// (__fmul_rn, __fdiv_rn) where the CPU code rounds them, so neither nvcc's FMA contraction nor
+// a fast-math build (approximate division) can change a result.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -35,14 +36,14 @@ __device__ inline DeviceGrid grid_find_params(float xmin, float xmax, float maxq
     xmax = 1.0f;
   }
   DeviceGrid g;
-  g.scale = scale_to_fp16_up((xmax - xmin) / maxq);
-  g.zero = sym ? floorf((maxq + 1.0f) / 2.0f) : fminf(fmaxf(rintf(-xmin / g.scale), 0.0f), maxq);
+  g.scale = scale_to_fp16_up(__fdiv_rn(xmax - xmin, maxq));
+  g.zero = sym ? floorf(__fdiv_rn(maxq + 1.0f, 2.0f)) : fminf(fmaxf(rintf(__fdiv_rn(-xmin, g.scale)), 0.0f), maxq);
   return g;
 }
 
 // cpu::grid_quantize / grid_dequantize (rintf: round half to even, as std::nearbyint).
 __device__ inline float grid_quantize(float w, float scale, float zero, float maxq) {
-  return fminf(fmaxf(rintf(w / scale) + zero, 0.0f), maxq);
+  return fminf(fmaxf(rintf(__fdiv_rn(w, scale)) + zero, 0.0f), maxq);
 }
 __device__ inline float grid_dequantize(float code, float scale, float zero) { return __fmul_rn(scale, code - zero); }
 

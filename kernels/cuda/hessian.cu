@@ -62,11 +62,18 @@ __global__ void hessian_finalize_kernel(const hessian_int* __restrict__ sums, in
   h[j * dim + i] = value;
 }
 
+// One block row per Hessian row: gridDim.y is at most 65535 (Llama-3-405B's largest input,
+// its MLP's 53248, fits).
+void check_grid_rows(int64_t dim) {
+  if (dim > 65535) detail::throw_message("hessian (cuda): dims above 65535 are not supported", __FILE__, __LINE__);
+}
+
 }  // namespace
 
 void hessian_finalize(const hessian_int* d_sums, int64_t dim, double scale, float* d_h, cudaStream_t stream) {
   if (dim <= 0) return;
   constexpr int threads = 256;
+  check_grid_rows(dim);
   const dim3 grid(grid_for(dim, threads), static_cast<unsigned>(dim));
   hessian_finalize_kernel<<<grid, threads, 0, stream>>>(d_sums, dim, scale, d_h);
   SHARDQ_CUDA_CHECK_LAUNCH();
@@ -76,6 +83,7 @@ void hessian_fixed_point_add(const float* d_partial, int64_t dim, hessian_int* d
                              cudaStream_t stream) {
   if (dim <= 0) return;
   constexpr int threads = 256;
+  check_grid_rows(dim);
   const dim3 grid(grid_for(dim, threads), static_cast<unsigned>(dim));
   hessian_fixed_point_add_kernel<<<grid, threads, 0, stream>>>(d_partial, dim, d_sums, d_flags);
   SHARDQ_CUDA_CHECK_LAUNCH();

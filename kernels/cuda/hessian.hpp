@@ -50,7 +50,8 @@ class HessianPartial {
 class HessianAccumulatorCuda {
  public:
   // Work runs on `stream` (the caller's, e.g. the layer forward's, so taps need no extra
-  // synchronisation); a null stream gives the accumulator its own.
+  // synchronisation); a null stream gives the accumulator its own. It must be a blocking
+  // stream (make_stream()): reset() and upload() run on the legacy default stream.
   explicit HessianAccumulatorCuda(int64_t dim, cudaStream_t stream = nullptr,
                                   matmul_precision precision = matmul_precision::fp32);
 

@@ -7,7 +7,10 @@
 #   PRECISION: SHARDQ_CUDA_MATMUL of the GPU job, fp32|tf32x3|tf32|bf16 or forward=..,hessian=..
 # With RANKS=N (> 1) the reference is the one-process GPU job and the compared one runs as N
 # ranks under mpirun (Hessians reduced over MPI, GPTQ rows split across the ranks), which
-# checks the multi-rank GPU path on a one-GPU machine.
+# checks the multi-rank GPU path on a one-GPU machine; COMM (mpi) is the compared job's comm
+# (auto falls back to MPI where ranks share a GPU, and uses NCCL where each has its own). With PARITY_CACHE=DIR the reference
+# checkpoint is kept in DIR and reused by later calls for the same model and ranks (a sweep
+# over precisions runs the CPU job once).
 set -euo pipefail
 : "${SHARDQ_BIN:?}" "${SHARDQ_SHARED:?}" "${SHARDQ_SOURCE:?}"
 model=${1:?stories or synth}
@@ -46,12 +49,19 @@ if [ "$ranks" -gt 1 ]; then
 else
   reference=(--device cpu)
 fi
-SHARDQ_CUDA_MATMUL=$precision "$SHARDQ_BIN" quantize --model "$work/model" --output "$work/cpu" "${calib[@]}" \
-  "${quant[@]}" "${reference[@]}" --quiet >/dev/null 2>"$work/cpu.err" || {
-  if grep -q "sees no GPU" "$work/cpu.err"; then echo "no CUDA device: skipped"; exit 77; fi
-  cat "$work/cpu.err" >&2; exit 1; }
+cached=${PARITY_CACHE:+$PARITY_CACHE/$model-cpu}
+[ "$ranks" -gt 1 ] && cached=${PARITY_CACHE:+$PARITY_CACHE/$model-cuda-$precision}  # a GPU reference
+if [ -n "$cached" ] && [ -f "$cached/manifest.json" ]; then
+  ln -s "$cached" "$work/cpu"
+else
+  SHARDQ_CUDA_MATMUL=$precision "$SHARDQ_BIN" quantize --model "$work/model" --output "$work/cpu" "${calib[@]}" \
+    "${quant[@]}" "${reference[@]}" --quiet >/dev/null 2>"$work/cpu.err" || {
+    if grep -q "sees no GPU" "$work/cpu.err"; then echo "no CUDA device: skipped"; exit 77; fi
+    cat "$work/cpu.err" >&2; exit 1; }
+  if [ -n "$cached" ]; then rm -rf "$cached" && cp -r "$work/cpu" "$cached"; fi
+fi
 if ! SHARDQ_CUDA_MATMUL=$precision "${launch[@]}" "$SHARDQ_BIN" quantize --model "$work/model" --output "$work/cuda" \
-    "${calib[@]}" "${quant[@]}" --device cuda --comm mpi --quiet >/dev/null 2>"$work/cuda.err"; then
+    "${calib[@]}" "${quant[@]}" --device cuda --comm "${COMM:-mpi}" --quiet >/dev/null 2>"$work/cuda.err"; then
   if grep -q "sees no GPU" "$work/cuda.err"; then echo "no CUDA device: skipped"; exit 77; fi
   cat "$work/cuda.err" >&2
   exit 1

@@ -117,6 +117,34 @@ TEST_P(HessianCudaShapes, ResetAndUploadRoundTrip) {
 
 INSTANTIATE_TEST_SUITE_P(Dims, HessianCudaShapes, ::testing::Values(1, 7, 17, 64, 65, 127, 172));
 
+// Small integers are exact in TF32 and bf16, and their products' sums stay below 2^24, so
+// every precision's partials are exact and the fixed-point sums equal the CPU's bit for bit.
+// Dims above 1024 cover the lower-triangle gemm blocks of the tensor-core paths (two and
+// three blocks, the last one partial).
+TEST(HessianCuda, ExactIntegersBitIdenticalToCpuInEveryPrecision) {
+  SHARDQ_REQUIRE_GPU();
+  for (const auto precision : {cuda::matmul_precision::fp32, cuda::matmul_precision::tf32x3,
+                               cuda::matmul_precision::tf32, cuda::matmul_precision::bf16}) {
+    for (int64_t dim : {172, 1100, 2500}) {
+      const std::string tag = std::string(cuda::to_string(precision)) + " dim " + std::to_string(dim);
+      cpu::HessianAccumulator cpu_acc(dim);
+      cuda::HessianAccumulatorCuda gpu_acc(dim, nullptr, precision);
+      for (int64_t batch : {1, 33, 128}) {
+        const std::vector<float> x = small_integers(static_cast<std::size_t>(batch * dim), static_cast<uint32_t>(dim + batch));
+        cpu_acc.add(x.data(), batch);
+        gpu_acc.add_host(x.data(), batch);
+      }
+      const cpu::HessianAccumulator got = gpu_acc.download();
+      const auto a = got.packed_sums(), b = cpu_acc.packed_sums();
+      ASSERT_EQ(a.size(), b.size()) << tag;
+      std::size_t mismatches = 0, first = a.size();
+      for (std::size_t i = 0; i < a.size(); ++i)
+        if (a[i] != b[i] && mismatches++ == 0) first = i;
+      EXPECT_EQ(mismatches, 0u) << tag << ": of " << a.size() << " packed sums, the first at " << first;
+    }
+  }
+}
+
 TEST(HessianCuda, MergesWithCpuAccumulator) {
   SHARDQ_REQUIRE_GPU();
   const int64_t dim = 65;

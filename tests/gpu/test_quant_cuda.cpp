@@ -3,8 +3,8 @@
 // must be ≥ 99.9 %, and where a row first differs it differs by one step (a value the two
 // sgemm orders rounded to either side of a grid tie); on the real stories260K linears and on
 // random weights with awkward shapes.
-// Row-range splits on the GPU agree with the whole run to the same standard (not bit for bit:
-// cuBLAS picks its sgemm kernel, hence its summation order, by the row count).
+// Arbitrary row-range splits on the GPU agree with the whole run to the same standard; the
+// job's splits into whole 128-row tiles must be bit-identical (RankRowSplitsAreBitIdentical).
 // The device path of the job engine (gptq_quantize_rows_device): with the CPU tier's factor
 // uploaded it meets the same standard against cpu::gptq_quantize_rows, and its dequantized
 // rows equal dequantize(out) bit for bit; on stories260K with the GPU factor, including
@@ -30,6 +30,7 @@
 #include "kernels/cuda/rtn.hpp"
 #include "kernels/quantize.hpp"
 #include "tests/gpu/gpu_check.hpp"
+#include "worker/layer_quantize.hpp"
 
 namespace shardq {
 namespace {
@@ -282,6 +283,39 @@ TEST(GptqDevice, RowSplitMatchesWhole) {
     expect_bits_equal(d_wq_split.to_host(), dequantize(split), tag);
   }
   expect_bits_equal(d_wq_whole.to_host(), dequantize(whole), "device whole");
+}
+
+// The job's row splits (worker gptq_rank_rows: whole 128-row tiles per rank) give the codes,
+// scales, zeros and dequantized rows of the one-rank run bit for bit, for 2 to 5 ranks: the
+// DESIGN's "bit-identical for any number of ranks" on the GPU. Rows are independent given U;
+// what could break it is cuBLAS choosing another lazy-batch sgemm kernel (another summation
+// order) for another row count (k is at most block_size = 128 here, so split-K is unlikely).
+TEST(GptqDevice, RankRowSplitsAreBitIdentical) {
+  SHARDQ_REQUIRE_GPU();
+  const int64_t rows = 1000, cols = 640, n = 1024;
+  const Tensor h = hessian_of(random_vector(n * cols, 25), n, cols);
+  const Tensor w({rows, cols}, random_vector(rows * cols, 26));
+  const QuantConfig cfg = GptqCase{rows, cols, 4, 128, 128, false, true}.config();
+  const cuda::unique_stream stream = cuda::make_stream();
+  const cuda::DeviceBuffer<float> d_h = cuda::to_device(h.data), d_w = cuda::to_device(w.data);
+  const cuda::GptqFactorCuda f = cuda::gptq_prepare_cuda(d_h.get(), cols, cfg, stream.get());
+  cuda::DeviceBuffer<float> d_wq_whole(w.data.size()), d_wq_split(w.data.size());
+  QuantizedLinear whole = f.make_output(rows, cfg);
+  cuda::gptq_quantize_rows_device(d_w.get(), rows, f, cfg, 0, rows, whole, d_wq_whole.get(), stream.get());
+  const std::vector<float> wq_whole = d_wq_whole.to_host();
+  for (int n_ranks = 2; n_ranks <= 5; ++n_ranks) {
+    QuantizedLinear split = f.make_output(rows, cfg);
+    for (int rank = 0; rank < n_ranks; ++rank) {
+      const auto [r0, r1] = gptq_rank_rows(rows, n_ranks, rank);
+      cuda::gptq_quantize_rows_device(d_w.get(), rows, f, cfg, r0, r1, split, d_wq_split.get(), stream.get());
+    }
+    const std::string tag = std::to_string(n_ranks) + " ranks";
+    EXPECT_EQ(split.qweight, whole.qweight) << tag;
+    EXPECT_EQ(split.scales, whole.scales) << tag;
+    EXPECT_EQ(split.zeros, whole.zeros) << tag;
+    const std::vector<float> wq_split = d_wq_split.to_host();
+    EXPECT_EQ(std::memcmp(wq_split.data(), wq_whole.data(), wq_whole.size() * sizeof(float)), 0) << tag;
+  }
 }
 
 // relative_output_error_cuda against cpu::relative_output_error on an RTN-quantized weight

@@ -64,6 +64,7 @@ TEST(SequentialEngineCuda, MatchesCpuEngineStories260K) {
   EXPECT_EQ(gpu_engine->device().rfind("cuda:", 0), 0u);
   cpu_engine->set_hidden(hidden);
   gpu_engine->set_hidden(hidden);
+  size_t gptq_equal = 0, gptq_codes = 0;
   for (int l = 0; l < m.n_layers; ++l) {
     const LayerWeights w = test::stories_layer(m, l, c);
     const std::string tag = "layer " + std::to_string(l);
@@ -91,8 +92,14 @@ TEST(SequentialEngineCuda, MatchesCpuEngineStories260K) {
       const double fraction = static_cast<double>(equal) / static_cast<double>(ca.size());
       std::printf("%s: codes equal %.6f, rel_error gpu %.6g cpu %.6g\n", mtag.c_str(), fraction, q_gpu[k].rel_error,
                   q_cpu[k].rel_error);
-      EXPECT_GE(fraction, 0.999) << mtag;
-      if (b.method != quant_method::gptq) {  // no Hessian: exact
+      // A GPTQ linear here has 2048-11008 weights: one tie rounded the other way early in a
+      // row can move several later codes of it through the error feedback, so the 99.9 %
+      // holds over all GPTQ codes of the model (below) and each linear keeps 99 %.
+      EXPECT_GE(fraction, 0.99) << mtag;
+      if (b.method == quant_method::gptq) {
+        gptq_equal += equal;
+        gptq_codes += ca.size();
+      } else {  // no Hessian: exact
         EXPECT_EQ(a.qweight, b.qweight) << mtag;
         EXPECT_EQ(a.scales, b.scales) << mtag;
         EXPECT_EQ(a.zeros, b.zeros) << mtag;
@@ -109,6 +116,10 @@ TEST(SequentialEngineCuda, MatchesCpuEngineStories260K) {
                                      h_cpu[i].size(), 2e-3f, 2e-3f));
     gpu_engine->set_hidden(h_cpu);  // the next layer starts from the same input on both
   }
+  ASSERT_GT(gptq_codes, 0u);
+  const double gptq_fraction = static_cast<double>(gptq_equal) / static_cast<double>(gptq_codes);
+  std::printf("all GPTQ linears: codes equal %.6f of %zu\n", gptq_fraction, gptq_codes);
+  EXPECT_GE(gptq_fraction, 0.999);
 }
 
 TEST(SequentialEngineCuda, RefusesMismatchedHiddenStates) {

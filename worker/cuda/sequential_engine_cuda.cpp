@@ -74,7 +74,7 @@ class SequentialEngineCuda final : public SequentialEngine {
     for (size_t t = 0; t < n_taps; ++t) acc_[t].emplace(dims[t], stream_.get(), hessian_precision);
 #ifdef SHARDQ_HAVE_NCCL
     // Collective: every rank builds its engine at the same point of the schedule.
-    if (nccl) nccl_.emplace(cuda::NcclComm::over_mpi(MPI_COMM_WORLD));
+    if (nccl) nccl_.emplace(cuda::NcclComm::over_mpi(MPI_COMM_WORLD, device_));
 #else
     if (nccl) throw unsupported_error("comm: 'nccl' needs a build with NCCL (cmake -DSHARDQ_NCCL=ON)");
 #endif
