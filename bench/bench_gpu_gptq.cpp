@@ -173,29 +173,45 @@ int main(int argc, char** argv) {
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
 
-  // Correctness of what was timed (4096×4096): below RTN's output error, ≥ 99.9 % of the CPU's codes.
+  // Correctness of what was timed (4096×4096): below RTN's output error, and the rows ≥ 99.9 %
+  // of the CPU tier's codes from the same factor U (the GPU's, downloaded). A factor of its own
+  // is not asked to agree: this Hessian comes from 2048 tokens for 4096 columns, rank-deficient
+  // and after 1 % damping conditioned ~600, so two correct fp32 Cholesky blockings differ by
+  // ~1e-4·max|U| and move codes across ties, which the error feedback carries along the row
+  // (~98.8 % equal in a host simulation). That agreement is reported, not checked.
   const Tensor& w = weight(4096, 4096);
   const Tensor& h = hessian(4096);
   shardq::QuantConfig cfg = gptq_config();
-  const shardq::QuantizedLinear q_gpu = cuda::gptq_quantize_cuda(w, h, cfg);
-  const shardq::QuantizedLinear q_cpu = shardq::cpu::gptq_quantize(w, h, cfg);
-  const auto a = shardq::cpu::unpack_codes(q_gpu.qweight, q_gpu.rows, q_gpu.cols, q_gpu.bits);
-  const auto b = shardq::cpu::unpack_codes(q_cpu.qweight, q_cpu.rows, q_cpu.cols, q_cpu.bits);
-  std::size_t equal = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) equal += a[i] == b[i];
-  const double equal_fraction = static_cast<double>(equal) / static_cast<double>(a.size());
+  cuda::unique_stream stream = cuda::make_stream();
+  const cuda::DeviceBuffer<float> d_h = cuda::to_device(h.data), d_w = cuda::to_device(w.data);
+  const cuda::GptqFactorCuda factor = cuda::gptq_prepare_cuda(d_h.get(), 4096, cfg, stream.get());
+  shardq::QuantizedLinear q_gpu = factor.make_output(4096, cfg);
+  cuda::gptq_quantize_rows_device(d_w.get(), 4096, factor, cfg, 0, 4096, q_gpu, nullptr, stream.get());
+  const shardq::cpu::GptqFactor host_factor = factor.to_host();
+  shardq::QuantizedLinear q_cpu = shardq::cpu::gptq_make_output(4096, host_factor, cfg);
+  shardq::cpu::gptq_quantize_rows(w, host_factor, cfg, 0, 4096, q_cpu);
+  const auto equal_fraction = [](const shardq::QuantizedLinear& x, const shardq::QuantizedLinear& y) {
+    const auto a = shardq::cpu::unpack_codes(x.qweight, x.rows, x.cols, x.bits);
+    const auto b = shardq::cpu::unpack_codes(y.qweight, y.rows, y.cols, y.bits);
+    std::size_t equal = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) equal += a[i] == b[i];
+    return static_cast<double>(equal) / static_cast<double>(a.size());
+  };
+  const double same_factor = equal_fraction(q_gpu, q_cpu);
+  const double own_factor = equal_fraction(q_gpu, shardq::cpu::gptq_quantize(w, h, cfg));
   const double e_gptq = shardq::quant_relative_error(w, q_gpu, h);
   cfg.method = shardq::quant_method::rtn;
   const double e_rtn = shardq::quant_relative_error(w, shardq::quantize_linear(w, Tensor{}, cfg), h);
-  const bool ok = e_gptq < e_rtn && equal_fraction >= 0.999;
+  const bool ok = e_gptq < e_rtn && same_factor >= 0.999;
 
   std::printf("{\"bench\": \"gpu_gptq\", \"device\": \"%s\"", cuda::device_description().c_str());
   for (const auto& [name, s] : seconds)
     std::printf(", \"%s_median_s\": %.5f, \"%s_min_s\": %.5f", name.c_str(), median(s), name.c_str(), minimum(s));
   const double sg = minimum(seconds["sgemm_4096"]);
   if (sg > 0) std::printf(", \"sgemm_tflops\": %.2f", 2.0 * 4096.0 * 4096.0 * 4096.0 / sg / 1e12);
-  std::printf(", \"rel_error_gptq\": %.6g, \"rel_error_rtn\": %.6g, \"codes_equal_cpu\": %.6f, \"check\": \"%s\"}\n",
-              e_gptq, e_rtn, equal_fraction, ok ? "ok" : "FAILED");
+  std::printf(", \"rel_error_gptq\": %.6g, \"rel_error_rtn\": %.6g, \"codes_equal_cpu_same_factor\": %.6f, "
+              "\"codes_equal_cpu_own_factor\": %.6f, \"check\": \"%s\"}\n",
+              e_gptq, e_rtn, same_factor, own_factor, ok ? "ok" : "FAILED");
   return ok ? 0 : 1;
 }
 

@@ -48,7 +48,6 @@ def gptq(W, H, bits=4, groupsize=128, blocksize=128, percdamp=0.01, actorder=Tru
         H = H[perm][:, perm]
         invperm = torch.argsort(perm)
     Q = torch.zeros_like(W)
-    codes = torch.zeros_like(W)
     damp = percdamp * torch.mean(torch.diag(H))
     H[range(cols), range(cols)] += damp
     H = torch.linalg.cholesky(H)
@@ -67,10 +66,9 @@ def gptq(W, H, bits=4, groupsize=128, blocksize=128, percdamp=0.01, actorder=Tru
             d = Hinv1[i, i]
             if (i1 + i) % groupsize == 0:
                 scale, zero = find_params(W[:, i1 + i:i1 + i + groupsize], bits)
-            q, code = quantize(w.unsqueeze(1), scale, zero, maxq)
+            q, _ = quantize(w.unsqueeze(1), scale, zero, maxq)
             q = q.flatten()
             Q1[:, i] = q
-            codes[:, i1 + i] = code.flatten()
             err1 = (w - q) / d
             W1[:, i:] -= err1.unsqueeze(1).matmul(Hinv1[i, i:].unsqueeze(0))
             Err1[:, i] = err1
@@ -78,14 +76,13 @@ def gptq(W, H, bits=4, groupsize=128, blocksize=128, percdamp=0.01, actorder=Tru
         W[:, i2:] -= Err1.matmul(Hinv[i1:i2, i2:])
     if actorder:
         Q = Q[:, invperm]
-        codes = codes[:, invperm]
-    return Q, codes
+    return Q
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--shapes", default="4096x4096,11008x4096,28672x8192")
+    parser.add_argument("--shapes", default="4096x4096,11008x4096,4096x14336,28672x8192")
     parser.add_argument("--tokens", type=int, default=2048)
     args = parser.parse_args()
     dev = torch.device("cuda")
@@ -116,10 +113,11 @@ def main():
         times = []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            Q, _ = gptq(W, H)
+            Q = gptq(W, H)
             torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
-        err = torch.trace((W - Q) @ H @ (W - Q).t()) / torch.trace(W @ H @ W.t())
+        # tr(D H Dᵀ) as Σ (D H) ∘ D: no rows × rows product (35 TFLOP at 28672 rows).
+        err = (((W - Q) @ H) * (W - Q)).sum() / ((W @ H) * W).sum()
         times.sort()
         result[f"gptq_{rows}x{cols}_median_s"] = times[len(times) // 2]
         result[f"gptq_{rows}x{cols}_min_s"] = times[0]

@@ -26,11 +26,20 @@ fi
 out="$work/out"
 nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 500 >"$work/gpu_mem.log" 2>/dev/null &
 smi=$!
+# A run that fails or is cut by a timeout still leaves its last progress records (phase,
+# layers done, rate) as the last lines of this script's output.
+trap 'kill "$smi" 2>/dev/null; tail -n 3 "$work/progress.jsonl" >&2; exit 124' TERM
 t0=$(date +%s.%N)
 "$SHARDQ" quantize --model "$model" --output "$out" --calibration "$work/calib.tok" --calibration-format tokens \
   --samples "$samples" --seq-len "$seq_len" --method gptq --bits 4 --group-size 128 --act-order \
-  --schedule sequential --device "${DEVICE:-cuda}" --force --progress json 2>"$work/progress.jsonl" >/dev/null
+  --schedule sequential --device "${DEVICE:-cuda}" --force --progress json 2>"$work/progress.jsonl" >/dev/null || {
+  rc=$?
+  kill "$smi" 2>/dev/null || true
+  tail -n 20 "$work/progress.jsonl" >&2
+  exit "$rc"
+}
 t1=$(date +%s.%N)
+trap - TERM
 kill "$smi" 2>/dev/null || true
 "$PY" - "$out/manifest.json" "$t0" "$t1" "$work/gpu_mem.log" "$layers" "$samples" "$seq_len" "$out/journal.jsonl" <<'PY'
 import json, sys

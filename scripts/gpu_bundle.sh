@@ -168,6 +168,9 @@ done
   printf 'NEEDS_GLIBCXX=%q\n' "$(objdump -T "${binaries[@]/#/$build/}" | grep -o 'GLIBCXX_[0-9.]*' | sort -Vu | tail -1)"
   printf 'NCCL_HEADER=%q\n' "$(awk '/define NCCL_(MAJOR|MINOR|PATCH) /{v=v (v?".":"") $3} END{print v}' "$(cache NCCL_INCLUDE_DIR)/nccl.h")"
 } >"$bundle/bundle.env"
+# The tree the binaries were built from: the device run checks that the scripts it runs
+# (job_parity.sh, gpu_issue10.sh, ...) are the ones this bundle goes with.
+(cd "$src" && git ls-files -z --cached --others --exclude-standard | xargs -0 sha256sum) >"$bundle/tree.sha256"
 
 # ---- sizes ---------------------------------------------------------------------------------
 bundle_kib=$(du -sk "$bundle" | cut -f1)

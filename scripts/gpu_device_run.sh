@@ -6,7 +6,7 @@
 # one overall budget, so the call ends with its logs even when something hangs.
 # Usage: scripts/gpu_device_run.sh [--no-ctest] [-- CMD ARGS... [-- CMD ARGS...]...]
 #   A command given as one quoted word is shell text ('bench --benchmark_out=$OUT/b.json').
-# Logs:  $OUT/gpu_run.log (everything), $OUT/ctest.log (ctest alone); $OUT defaults to .gpu_bundle/out.
+# Logs:  $OUT/gpu_run.log (everything), $OUT/ctest.log (ctest alone); $OUT defaults to /tmp/shardq_gpu_out.
 # Env:   SHARDQ_DEVICE_BUDGET_S (570: all steps together), SHARDQ_CTEST_TIMEOUT_S (420: ctest),
 #        SHARDQ_CTEST_ARGS (extra ctest arguments, e.g. "-R Gptq"). The commands see
 #        SHARDQ_DEVICE_DEADLINE, the epoch second at which the budget ends.
@@ -14,8 +14,9 @@ set -uo pipefail
 
 root=$(pwd -P)
 bundle=$root/.gpu_bundle
-prefix=$bundle/prefix
-OUT=${OUT:-$bundle/out}
+# Outside the bundle, so a trial run here leaves nothing in the folder that is carried.
+prefix=${SHARDQ_DEVICE_PREFIX:-${TMPDIR:-/tmp}/shardq_gpu_prefix}
+OUT=${OUT:-${TMPDIR:-/tmp}/shardq_gpu_out}
 budget=${SHARDQ_DEVICE_BUDGET_S:-570}
 ctest_limit=${SHARDQ_CTEST_TIMEOUT_S:-420}
 failures=()
@@ -133,6 +134,9 @@ setup_libraries() {
 
   local ld_path=$prefix/.sonames
   for d in "${extra_dirs[@]}"; do ld_path+=:$d; done
+  # PyTorch must load its own CUDA libraries, not the toolkit's linked here: its steps run
+  # with the machine's own search path.
+  export SHARDQ_SYSTEM_LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
   export LD_LIBRARY_PATH=$ld_path${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   note "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 
@@ -181,6 +185,8 @@ setup_paths() {
   # SHARED_DIR is <src>/../shared: with <src> a link, '..' is the parent of this checkout.
   local shared f have=1
   shared=$(realpath -m "$SHARED_DIR")
+  [[ -f $bundle/shared.list && -f $bundle/shared.tar.gz ]] ||
+    fatal "the bundle has no shared test data (shared.list, shared.tar.gz): rebuild it with scripts/gpu_bundle.sh"
   while read -r f; do [[ -f $shared/$f ]] || { have=0; break; }; done <"$bundle/shared.list"
   if ((have)); then
     note "shared data already at $shared"
@@ -271,6 +277,9 @@ main() {
   source "$bundle/bundle.env"
   note "bundle of $GIT_COMMIT ($GIT_DIRTY_FILES files changed) built $BUILT_AT on $BUILT_ON;" \
        "needs $NEEDS_GLIBC, $NEEDS_GLIBCXX; NCCL headers $NCCL_HEADER"
+  [[ -f $bundle/tree.sha256 ]] || fatal "no $bundle/tree.sha256: rebuild the bundle with scripts/gpu_bundle.sh"
+  (cd "$root" && sha256sum --quiet -c "$bundle/tree.sha256") ||
+    note "WARNING: the working tree differs from the one the bundle was built from (files above)"
 
   machine_info
   setup_libraries
