@@ -198,7 +198,7 @@ TEST(BlasKernels, TheReexecutedProgramSeesTheSameArgumentsAndEnvironment) {
       test::run_command(test::shardq_bin() + " synth --layers 1 --hidden 64 --intermediate 128 --heads 4 --kv-heads 2 "
                         "--vocab 256 --output '" + model + "'");
   ASSERT_EQ(synth.exit_code, 0) << synth.err;
-  const std::string args = " " + test::shardq_bin() + " info '" + model + "' --json";
+  const std::string args = std::string(" ") + test::shardq_bin() + " info '" + model + "' --json";
   const std::string chosen = version_kernels("env -u OPENBLAS_CORETYPE");
   const test::CommandResult direct = test::run_command("env SHARDQ_LOG=warn OPENBLAS_CORETYPE=" + chosen + args);
   const test::CommandResult via_exec = test::run_command("env -u OPENBLAS_CORETYPE SHARDQ_LOG=warn" + args);
