@@ -80,9 +80,15 @@ wanted() { [[ $steps == *" $1 "* ]]; }
 
 wanted matmul && step matmul 60 "$bench_dir/bench_gpu_matmul"
 wanted gptq && step gptq 90 "$bench_dir/bench_gpu_gptq" --benchmark_repetitions=3
-# PyTorch loads its own CUDA libraries: the machine's search path, not the bundle's.
-wanted torch && step torch 90 env LD_LIBRARY_PATH="${SHARDQ_SYSTEM_LD_LIBRARY_PATH:-${LD_LIBRARY_PATH:-}}" \
-  "$PY" bench/gptq_torch_reference.py --shapes 4096x4096,11008x4096,4096x14336,28672x8192
+# PyTorch loads its own CUDA libraries: the machine's search path (what it was before
+# gpu_device_run.sh put the bundle's first), not the bundle's.
+torch_env=()
+if [[ -v SHARDQ_SYSTEM_LD_LIBRARY_PATH ]]; then
+  torch_env=(env -u LD_LIBRARY_PATH)
+  [[ -n $SHARDQ_SYSTEM_LD_LIBRARY_PATH ]] && torch_env=(env LD_LIBRARY_PATH="$SHARDQ_SYSTEM_LD_LIBRARY_PATH")
+fi
+wanted torch && step torch 90 "${torch_env[@]}" "$PY" bench/gptq_torch_reference.py \
+  --shapes 4096x4096,11008x4096,4096x14336,28672x8192
 
 chosen=${E2E_MATMUL:-}
 if [[ -z $chosen ]] && wanted parity; then
