@@ -93,7 +93,7 @@ TEST_P(SafetensorsRoundTrip, ValuesAndLayoutMatchIndependentParse) {
   std::vector<Tensor> tensors;
   std::vector<std::pair<std::string, const Tensor*>> named;
   for (std::size_t i = 0; i < shapes.size(); ++i) tensors.push_back(make_tensor(shapes[i], static_cast<int>(i)));
-  for (std::size_t i = 0; i < shapes.size(); ++i) named.emplace_back("t" + std::to_string(i), &tensors[i]);
+  for (std::size_t i = 0; i < shapes.size(); ++i) named.emplace_back(std::string("t").append(std::to_string(i)), &tensors[i]);
   const fs::path path = dir / "x.safetensors";
   safetensors_write_tensors(path, named, type);
 
