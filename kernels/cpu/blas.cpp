@@ -193,6 +193,13 @@ void blas_select_kernels(char** argv) {
   const char* kernels = kernels_for_cpu_features();
   if (kernels == nullptr) return;  // a CPU for which Prescott is right
   setenv("OPENBLAS_CORETYPE", kernels, 1);
+  // The path /proc/self/exe names (what valgrind reports for its client), then the link itself
+  // (which still works when the file has since been replaced).
+  char exe[4096];
+  if (const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1); n > 0) {
+    exe[n] = '\0';
+    execv(exe, argv);
+  }
   execv("/proc/self/exe", argv);
   std::fprintf(stderr, "warning: OpenBLAS chose its Prescott (SSE3) kernels for this CPU and re-executing with "
                        "OPENBLAS_CORETYPE=%s failed (execv /proc/self/exe: %s); products run 2-3x slower\n",
