@@ -7,7 +7,8 @@
 # Target: ≤ 120 s on one H100.
 # usage: bench/gpu_e2e.sh [WORKDIR]   env: SHARDQ_BIN, LAYERS (32), SAMPLES (128), SEQ_LEN (2048),
 #        SHARDQ_CUDA_MATMUL (fp32 | tf32x3 | tf32 | bf16 | forward=..,hessian=..), SHARDQ_PYTHON (numpy),
-#        DEVICE (cuda; cpu checks the script on a machine without a GPU)
+#        DEVICE (cuda; cpu checks the script on a machine without a GPU), SYNTH_ONLY (1: make the
+#        model and the calibration tokens, then stop; gpu_issue10.sh does it while other steps run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARDQ=${SHARDQ_BIN:-$PWD/${BUILD_DIR:-build}/apps/shardq/shardq}
@@ -16,13 +17,22 @@ work=${1:-/tmp/shardq_e2e}
 layers=${LAYERS:-32} samples=${SAMPLES:-128} seq_len=${SEQ_LEN:-2048}
 mkdir -p "$work"
 model="$work/llama3-8b-shapes-L$layers"
-if [ ! -f "$model/config.json" ]; then
+if [ ! -f "$model.complete" ]; then  # a synth cut short is made again, not used
   t0=$(date +%s)
+  rm -rf "$model"
   "$SHARDQ" synth --layers "$layers" --hidden 4096 --intermediate 14336 --heads 32 --kv-heads 8 --vocab 128256 \
     --context 8192 --dtype bf16 --seed 1 --output "$model" >/dev/null
+  touch "$model.complete"
   echo "synth: $(($(date +%s) - t0)) s" >&2
 fi
-[ -f "$work/calib.tok" ] || "$PY" -c "import numpy as np; np.random.default_rng(0).integers(0, 128256, 1 << 20).astype('<u4').tofile('$work/calib.tok')"
+if [ ! -f "$work/calib.tok" ]; then
+  "$PY" -c "import numpy as np; np.random.default_rng(0).integers(0, 128256, 1 << 20).astype('<u4').tofile('$work/calib.part')"
+  mv "$work/calib.part" "$work/calib.tok"
+fi
+if [ "${SYNTH_ONLY:-0}" = 1 ]; then
+  echo "{\"bench\": \"gpu_e2e_synth\", \"model\": \"$model\"}"
+  exit 0
+fi
 out="$work/out"
 nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 500 >"$work/gpu_mem.log" 2>/dev/null &
 smi=$!

@@ -16,7 +16,7 @@ root=$(pwd -P)
 bundle=$root/.gpu_bundle
 # Outside the bundle, so a trial run here leaves nothing in the folder that is carried.
 prefix=${SHARDQ_DEVICE_PREFIX:-${TMPDIR:-/tmp}/shardq_gpu_prefix}
-OUT=${OUT:-${TMPDIR:-/tmp}/shardq_gpu_out}
+export OUT=${OUT:-${TMPDIR:-/tmp}/shardq_gpu_out}  # the commands write their results there too
 budget=${SHARDQ_DEVICE_BUDGET_S:-570}
 ctest_limit=${SHARDQ_CTEST_TIMEOUT_S:-420}
 failures=()
