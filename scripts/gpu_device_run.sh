@@ -93,6 +93,9 @@ cuda_dirs() {
 
 setup_libraries() {
   section libraries
+  case $(realpath -m "$prefix") in
+    / | "$root" | "$root"/* | "$HOME" | /usr | /usr/* | /tmp) fatal "SHARDQ_DEVICE_PREFIX=$prefix: not a private folder to unpack into" ;;
+  esac
   rm -rf "$prefix"
   mkdir -p "$prefix/.sonames" "$prefix/.bin"
   local deb n=0
