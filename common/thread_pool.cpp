@@ -80,8 +80,11 @@ class Pool {
     inside_task = false;
   }
 
-  void worker_loop() {
-    uint64_t seen = 0;
+  // `seen` starts at the generation current when the worker is made: a worker made after
+  // earlier runs (set_threads restarts them) would otherwise take the last finished run for a
+  // new one, decrement busy_ once too often, and leave run() waiting for a busy_ == 0 it has
+  // already passed (a hang seen in TiledBlas.GemmMatches... under ctest -j2).
+  void worker_loop(uint64_t seen) {
     for (;;) {
       {
         std::unique_lock lock(mutex_);
@@ -97,8 +100,13 @@ class Pool {
 
   void start_workers() {
     if (!workers_.empty()) return;
-    stopping_ = false;
-    for (int t = 1; t < threads_; ++t) workers_.emplace_back([this] { worker_loop(); });
+    uint64_t generation = 0;
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = false;
+      generation = generation_;
+    }
+    for (int t = 1; t < threads_; ++t) workers_.emplace_back([this, generation] { worker_loop(generation); });
   }
 
   void stop_workers() {
