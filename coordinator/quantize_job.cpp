@@ -461,14 +461,15 @@ void run_sequential(Comm& comm, const JobPlan& p, Progress& progress, std::map<s
   // error stacks (a failed write on another thread left "infinite loop closing library" at exit).
   struct PendingCommit {
     int layer;
-    std::future<std::vector<JournalShard>> shards;  // empty on the ranks that do not own the layer
+    std::future<JournalShard> shard;  // not valid() on the ranks that do not own the layer
   };
   std::optional<PendingCommit> pending;  // declared after `model`: destroyed (waited for) first
   const auto finish_commit = [&] {
     if (!pending) return;
     const auto t0 = clock_type::now();
     const int l = pending->layer;
-    const std::vector<JournalShard> committed = pending->shards.get();
+    std::vector<JournalShard> committed;
+    if (pending->shard.valid()) committed.push_back(pending->shard.get());
     pending.reset();
     journal_commits(comm, committed, journal);
     commit_s += seconds_since(t0);
@@ -523,11 +524,10 @@ void run_sequential(Comm& comm, const JobPlan& p, Progress& progress, std::map<s
     if (rank == owner) {
       WrittenShard written = write_layer_shard(p.spec.output, model, l, weights, modules, engine->lim_score(),
                                                zd_score(weights), rank);
-      pending = PendingCommit{l, std::async(std::launch::async, [w = std::move(written)]() mutable {
-                                return std::vector<JournalShard>{publish_layer_shard(std::move(w))};
-                              })};
+      pending = PendingCommit{
+          l, std::async(std::launch::async, [w = std::move(written)]() mutable { return publish_layer_shard(std::move(w)); })};
     } else {
-      pending = PendingCommit{l, std::async(std::launch::deferred, [] { return std::vector<JournalShard>(); })};
+      pending = PendingCommit{l, {}};
     }
     commit_s += seconds_since(t0);
   }
@@ -598,14 +598,14 @@ json quantize_job_run(Comm& comm, const json& spec_json, const JobOptions& optio
   fault_point("before_manifest", 0, -1);
   json ranks = json::array();
   for (const auto& r : rank_info) ranks.push_back(json::parse(r));
-  for (const auto& r : ranks)
-    if (r.at("blas_kernels") != ranks[0].at("blas_kernels")) {
-      spdlog::warn("rank {} ran OpenBLAS's {} kernels and rank 0 its {}: the quantized bits can differ from a run on one "
-                   "kind of machine; set OPENBLAS_CORETYPE to one kernel set for every rank",
-                   r.at("rank").get<int>(), r.at("blas_kernels").get<std::string>(),
-                   ranks[0].at("blas_kernels").get<std::string>());
-      break;
-    }
+  const auto other_kernels = std::find_if(ranks.begin(), ranks.end(), [&](const json& r) {
+    return r.at("blas_kernels") != ranks[0].at("blas_kernels");
+  });
+  if (other_kernels != ranks.end())
+    spdlog::warn("rank {} ran OpenBLAS's {} kernels and rank 0 its {}: the quantized bits can differ from a run on one "
+                 "kind of machine; set OPENBLAS_CORETYPE to one kernel set for every rank",
+                 other_kernels->at("rank").get<int>(), other_kernels->at("blas_kernels").get<std::string>(),
+                 ranks[0].at("blas_kernels").get<std::string>());
   double work = 0;
   for (const auto& f : rank_flops) work += std::stod(f);
   const double full = full_job_flops(p.config, p.allocation, p.spec.schedule, p.samples(), p.seq_len);
