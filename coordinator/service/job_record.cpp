@@ -75,6 +75,7 @@ JobPaths::JobPaths(const std::filesystem::path& state_dir, const std::string& id
       progress(dir / "progress.jsonl"),
       log(dir / "log.txt"),
       exit_code(dir / "exit_code"),
-      sbatch(dir / "job.sbatch") {}
+      sbatch(dir / "job.sbatch"),
+      mpi_session(dir / "mpi") {}
 
 }  // namespace shardq::service

@@ -2,7 +2,8 @@
 // (STATE/jobs/ID/job.json, written atomically on every change) and shown by the REST API.
 // Beside job.json the job directory holds spec.json (the validated spec the job runs, paths
 // made absolute), progress.jsonl (the job's JSON progress lines), log.txt (its output),
-// exit_code (written by the job's wrapper when it ends) and, for SLURM, job.sbatch.
+// exit_code (written by the job's wrapper when it ends), mpi/ (the Open MPI session
+// directories of a local launch) and, for SLURM, job.sbatch.
 #pragma once
 
 #include <filesystem>
@@ -41,7 +42,7 @@ JobRecord job_record_from_json(const nlohmann::json& j);  // throws on a malform
 
 // Files of one job.
 struct JobPaths {
-  std::filesystem::path dir, record, spec, progress, log, exit_code, sbatch;
+  std::filesystem::path dir, record, spec, progress, log, exit_code, sbatch, mpi_session;
   JobPaths(const std::filesystem::path& state_dir, const std::string& id);
 };
 

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -61,6 +62,12 @@ class LocalLauncher final : public Launcher {
     for (auto& a : quantize_args(c_, job, paths)) argv.push_back(a);
     std::map<std::string, std::string> env = {{"SHARDQ_EXIT_FILE", paths.exit_code.string()},
                                               {"OMPI_MCA_rmaps_base_oversubscribe", "1"}};
+    // Open MPI 4.1 keeps the session directories of all of a user's jobs on a host under one
+    // <tmp>/ompi.<host>.<uid> and removes it when its last job ends; an mpirun starting at that
+    // moment fails in orte_session_dir ("A call to mkdir was unable to create the desired
+    // directory", open-mpi/ompi#8510). With --max-running > 1 that is two of our own jobs, so
+    // each job gets its own base, in its directory. An operator's own choice is kept.
+    if (!std::getenv("OMPI_MCA_orte_tmpdir_base")) env["OMPI_MCA_orte_tmpdir_base"] = paths.mpi_session.string();
     if (::geteuid() == 0) {
       env["OMPI_ALLOW_RUN_AS_ROOT"] = "1";
       env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1";

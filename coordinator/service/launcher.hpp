@@ -2,7 +2,8 @@
 // and cancelled.
 //   local: `mpirun --oversubscribe -np RANKS shardq quantize --config spec.json --progress json
 //          --progress-file progress.jsonl [--force]` under a small /bin/sh wrapper that writes
-//          the exit status to exit_code, in its own process group, output to log.txt.
+//          the exit status to exit_code, in its own process group, output to log.txt, Open
+//          MPI's session directories under mpi/ (OMPI_MCA_orte_tmpdir_base, unless set).
 //   slurm: a template from slurm/ rendered into job.sbatch ({{NAME}} variables, see README),
 //          `sbatch --parsable`, followed with squeue and `scontrol show job`, cancelled with
 //          scancel. The script writes exit_code itself.

@@ -13,7 +13,9 @@ start_server() {
   mkdir -p "$work/state" "$work/data"
   printf '# test token\n%s\n' "$TOKEN" > "$work/tokens"
   rm -f "$work/port"
-  "$SHARDQ_BIN" serve --listen 127.0.0.1:0 --port-file "$work/port" --state-dir "$work/state" \
+  # Without the test's own session base the local launcher gives each job one in its
+  # directory (jobs/ID/mpi), which case_submit_eval checks.
+  env -u OMPI_MCA_orte_tmpdir_base "$SHARDQ_BIN" serve --listen 127.0.0.1:0 --port-file "$work/port" --state-dir "$work/state" \
     --data-root "$work/data" --token-file "$work/tokens" "$@" >>"$work/serve.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 100); do [ -s "$work/port" ] && break; sleep 0.1; done

@@ -32,6 +32,9 @@ case_submit_eval() {
     sleep 0.1
   done
   [ "$state" = succeeded ] || fail "job not done: $body"
+  # Open MPI made its session tree under the job's own base (and removed it when done).
+  [ -d "$work/state/jobs/$id/mpi" ] || fail "no Open MPI session base in the job directory"
+  [ -z "$(ls -A "$work/state/jobs/$id/mpi")" ] || fail "Open MPI left $(ls -A "$work/state/jobs/$id/mpi") behind"
   local n_layers
   n_layers=$(jget "$(cat "$work/data/stories/config.json")" 'j["num_hidden_layers"]')
   [ "$total" -eq "$n_layers" ] && [ "$last" -eq "$n_layers" ] || fail "progress ended at $last/$total, model has $n_layers layers"
