@@ -1,7 +1,10 @@
 // GPTQ on the GPU (kernels/cuda/gptq.hpp, gptq_factor.hpp) next to the device's own cuBLAS
 // sgemm and device-to-device memcpy bandwidth, measured in the same run.
 //
-// Cases: sgemm 4096³ and a 1 GiB cudaMemcpy (the peaks), then GPTQ 4-bit g128 asym act-order
+// Cases: sgemm 4096³ and a 1 GiB cudaMemcpy (the peaks); the lazy-batch update of GPTQ's
+// first block (k = 128 against all later columns) as our ordered kernel (gptq_lazy_update)
+// and as cublasSgemm of the same shape, 4096×4096 and 28672×8192 ("update_*" and
+// "update_cublas_*", device time, TFLOP/s; the JSON gives their ratio); then GPTQ 4-bit g128 asym act-order
 // (damp 0.01, block 128) of 4096×4096, 11008×4096, 4096×14336 (Llama-3-8B down_proj) and
 // 28672×8192 weights. H = 2/n XᵀX of 2048 random tokens is accumulated on the GPU and, with
 // W, uploaded outside the timed loop (the job engine keeps both on the device). Timed per
@@ -119,6 +122,36 @@ void BM_cuda_memcpy_1GiB(benchmark::State& state) {
   state.counters["GB/s"] = 2.0 * n * sizeof(float) / minimum(seconds["memcpy_1GiB"]) / 1e9;  // read + write
 }
 
+// One lazy-batch update of the first block [0, 128) of a rows × cols weight: ours, or
+// cublasSgemm (fp32, the cuBLAS default math) of the same C [rows, cols-128] -= A·B, k = 128.
+void lazy_update_case(benchmark::State& state, bool use_cublas) {
+  const int64_t rows = state.range(0), cols = state.range(1), k = 128;
+  const std::string name =
+      std::string(use_cublas ? "update_cublas_" : "update_") + std::to_string(rows) + "x" + std::to_string(cols);
+  cuda::DeviceBuffer<float> d_wt = cuda::to_device(random_tensor(cols, rows, 1.0f, 11).data);
+  const cuda::DeviceBuffer<float> d_err = cuda::to_device(random_tensor(k, rows, 1.0f, 12).data);
+  const cuda::DeviceBuffer<float> d_u = cuda::to_device(random_tensor(cols, cols, 0.01f, 13).data);
+  cuda::unique_stream stream = cuda::make_stream();
+  cuda::unique_cublas h = cuda::make_cublas(stream.get());
+  const float minus_one = -1.0f, one = 1.0f;
+  auto launch = [&] {
+    if (use_cublas)
+      SHARDQ_CUDA_CHECK(cublasSgemm(h.get(), CUBLAS_OP_N, CUBLAS_OP_T, static_cast<int>(rows),
+                                    static_cast<int>(cols - k), static_cast<int>(k), &minus_one, d_err.get(),
+                                    static_cast<int>(rows), d_u.get() + k, static_cast<int>(cols), &one,
+                                    d_wt.get() + k * rows, static_cast<int>(rows)));
+    else
+      cuda::gptq_lazy_update(d_wt.get(), d_err.get(), d_u.get(), rows, cols, 0, k, stream.get());
+  };
+  launch();  // warm-up
+  SHARDQ_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+  for (auto _ : state) state.SetIterationTime(device_seconds(name, stream.get(), launch));
+  state.counters["TFLOP/s"] = 2.0 * static_cast<double>(rows) * static_cast<double>(cols - k) * k /
+                              minimum(seconds[name]) / 1e12;
+}
+void BM_cuda_lazy_update(benchmark::State& state) { lazy_update_case(state, false); }
+void BM_cublas_lazy_update(benchmark::State& state) { lazy_update_case(state, true); }
+
 void BM_cuda_gptq(benchmark::State& state) {
   const int64_t rows = state.range(0), cols = state.range(1);
   const std::string name = "gptq_" + std::to_string(rows) + "x" + std::to_string(cols);
@@ -149,6 +182,18 @@ void BM_cuda_gptq(benchmark::State& state) {
 
 BENCHMARK(BM_cuda_sgemm_4096)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(5);
 BENCHMARK(BM_cuda_memcpy_1GiB)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(5);
+BENCHMARK(BM_cuda_lazy_update)
+    ->Args({4096, 4096})
+    ->Args({28672, 8192})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(10);
+BENCHMARK(BM_cublas_lazy_update)
+    ->Args({4096, 4096})
+    ->Args({28672, 8192})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(10);
 BENCHMARK(BM_cuda_gptq)
     ->Args({4096, 4096})
     ->Args({11008, 4096})
@@ -209,6 +254,11 @@ int main(int argc, char** argv) {
     std::printf(", \"%s_median_s\": %.5f, \"%s_min_s\": %.5f", name.c_str(), median(s), name.c_str(), minimum(s));
   const double sg = minimum(seconds["sgemm_4096"]);
   if (sg > 0) std::printf(", \"sgemm_tflops\": %.2f", 2.0 * 4096.0 * 4096.0 * 4096.0 / sg / 1e12);
+  for (const char* shape : {"4096x4096", "28672x8192"}) {
+    const double ours = minimum(seconds[std::string("update_") + shape]);
+    const double theirs = minimum(seconds[std::string("update_cublas_") + shape]);
+    if (ours > 0) std::printf(", \"update_%s_over_cublas\": %.3f", shape, ours / theirs);
+  }
   std::printf(", \"rel_error_gptq\": %.6g, \"rel_error_rtn\": %.6g, \"codes_equal_cpu_same_factor\": %.6f, "
               "\"codes_equal_cpu_own_factor\": %.6f, \"check\": \"%s\"}\n",
               e_gptq, e_rtn, same_factor, own_factor, ok ? "ok" : "FAILED");

@@ -33,7 +33,6 @@ void quantize_row_block(const float* d_rows, const GptqFactorCuda& f, const Quan
                         QuantizedLinear& out, float* d_wq_rows, cudaStream_t stream) {
   const int64_t n = r1 - r0, cols = f.cols, n_groups = out.n_groups(), wpr = out.words_per_row();
   const int64_t gcols = out.group_cols(), block = cfg.block_size;
-  unique_cublas cublas = make_cublas(stream);
 
   DeviceBuffer<float> d_wt(static_cast<std::size_t>(n * cols));
   gptq_permute_transpose(d_rows, n, cols, f.d_perm.get(), f.d_dead.get(), d_wt.get(), stream);
@@ -43,19 +42,11 @@ void quantize_row_block(const float* d_rows, const GptqFactorCuda& f, const Quan
   DeviceBuffer<uint16_t> d_scales(static_cast<std::size_t>(n * n_groups));
   DeviceBuffer<uint8_t> d_zeros(static_cast<std::size_t>(n * n_groups));
 
-  const float minus_one = -1.0f, one = 1.0f;
   for (int64_t b0 = 0; b0 < cols; b0 += block) {
     const int64_t b1 = std::min(cols, b0 + block);
     gptq_block(d_wt.get(), d_err.get(), d_codes_t.get(), d_scale.get(), d_zero.get(), d_scales.get(), d_zeros.get(),
                f.d_u.get(), n, cols, b0, b1, gcols, cfg.bits, cfg.sym, stream);
-    if (b1 < cols) {
-      // Column-major view: Wt is W [n, cols] (ld n), Err is [n, b1-b0] (ld n), and the row-major
-      // panel U[b0:b1, b1:] read with ld cols is its transpose, hence op T.
-      SHARDQ_CUDA_CHECK(cublasSgemm(cublas.get(), CUBLAS_OP_N, CUBLAS_OP_T, static_cast<int>(n),
-                                    static_cast<int>(cols - b1), static_cast<int>(b1 - b0), &minus_one, d_err.get(),
-                                    static_cast<int>(n), f.d_u.get() + b0 * cols + b1, static_cast<int>(cols), &one,
-                                    d_wt.get() + b1 * n, static_cast<int>(n)));
-    }
+    gptq_lazy_update(d_wt.get(), d_err.get(), f.d_u.get(), n, cols, b0, b1, stream);
   }
   DeviceBuffer<uint8_t> d_codes(static_cast<std::size_t>(n * cols));
   gptq_unpermute_codes(d_codes_t.get(), f.d_perm.get(), n, cols, d_codes.get(), stream);

@@ -1,8 +1,9 @@
 // GPTQ on the GPU, device half; the algorithm, mapping and contract are in kernels/cuda/gptq.hpp.
-//   gptq_permute_transpose_kernel, gptq_block_kernel, gptq_unpermute_codes_kernel,
-//   gptq_dequantize_kernel
-// CPU reference: kernels/cpu/gptq.cpp (gptq_block_columns, group_params, gptq_quantize_rows),
-// kernels/quantize.cpp (dequantize);
+//   gptq_permute_transpose_kernel, gptq_block_kernel, gptq_lazy_update_kernel,
+//   gptq_unpermute_codes_kernel, gptq_dequantize_kernel
+// CPU reference: kernels/cpu/gptq.cpp (gptq_block_columns, group_params, the lazy-batch gemm of
+// gptq_quantize_rows), kernels/quantize.cpp (dequantize); the lazy update's exact summation
+// order is held to a sequential std::fma loop in the test;
 // the host driver is kernels/cuda/gptq.cpp. Test: shardq_gpu_tests --gtest_filter='*GptqCuda*:*GptqDevice*';
 // benchmark: build-cuda/bench/bench_gpu_gptq.
 #include "kernels/cuda/cuda_check.hpp"
@@ -74,6 +75,112 @@ __global__ void gptq_block_kernel(float* __restrict__ wt, float* __restrict__ er
   zero_state[r] = zero;
 }
 
+// The lazy-batch update, an sgemm with one fixed summation order (see gptq_lazy_update in
+// gptq.hpp for why not cuBLAS): each element is W − Σ_k Err[:, k]·U[b0+k, c], the sum taken
+// by fmaf in ascending k from +0, then one rounded subtraction (the CPU tier's sgemm rounding
+// model with alpha = −1, beta = 1). Tiling is the classic register-blocked one: 128 × 128
+// outputs per 256-thread block, 8 × 8 per thread as two 4-wide strips in each direction (a
+// warp's float4 shared-memory reads are then conflict-free), k staged through double-buffered
+// shared memory 8 at a time with the next step's global loads issued before the current
+// step's products. The tiling only decides which thread computes an element, never the order
+// of its sum, so an element's bits do not depend on the row count or on the tile it lands in.
+constexpr int update_tile = 128, update_k = 8, update_threads = 256;
+constexpr int update_loads = update_k * update_tile / update_threads;  // per thread and operand
+
+__global__ void __launch_bounds__(update_threads, 2)
+    gptq_lazy_update_kernel(float* __restrict__ wt, const float* __restrict__ err, const float* __restrict__ u,
+                            int64_t rows, int64_t cols, int64_t b0, int64_t b1) {
+  __shared__ __align__(16) float err_s[2][update_k][update_tile];
+  __shared__ __align__(16) float u_s[2][update_k][update_tile];
+  const int64_t k_len = b1 - b0, n_len = cols - b1;
+  const int64_t r_tile = static_cast<int64_t>(blockIdx.x) * update_tile;
+  const int64_t c_tile = static_cast<int64_t>(blockIdx.y) * update_tile;
+  const int t = static_cast<int>(threadIdx.x), tx = t % 16, ty = t / 16;
+
+  // Global → registers → shared, coalesced: load l of thread t is element (k0 + idx / 128,
+  // tile + idx % 128) of Err and of U's panel, zero outside the matrices.
+  float err_r[update_loads], u_r[update_loads];
+  const auto fetch = [&](int64_t k0) {
+#pragma unroll
+    for (int l = 0; l < update_loads; ++l) {
+      const int idx = t + l * update_threads;
+      const int64_t k = k0 + idx / update_tile, r = r_tile + idx % update_tile, c = c_tile + idx % update_tile;
+      err_r[l] = (k < k_len && r < rows) ? err[k * rows + r] : 0.0f;
+      u_r[l] = (k < k_len && c < n_len) ? u[(b0 + k) * cols + b1 + c] : 0.0f;
+    }
+  };
+  const auto stash = [&](int stage) {
+#pragma unroll
+    for (int l = 0; l < update_loads; ++l) {
+      const int idx = t + l * update_threads;
+      err_s[stage][idx / update_tile][idx % update_tile] = err_r[l];
+      u_s[stage][idx / update_tile][idx % update_tile] = u_r[l];
+    }
+  };
+
+  float acc[8][8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i)
+#pragma unroll
+    for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
+
+  fetch(0);
+  stash(0);
+  __syncthreads();
+  int stage = 0;
+  for (int64_t k0 = 0; k0 < k_len; k0 += update_k) {
+    const bool more = k0 + update_k < k_len;
+    if (more) fetch(k0 + update_k);
+    // Exactly the k < k_len terms: a padded fmaf(0, 0, −0) would turn a −0 sum into +0.
+    const int64_t steps = more ? update_k : k_len - k0;
+#pragma unroll
+    for (int kk = 0; kk < update_k; ++kk) {
+      if (kk < steps) {
+        const float4 a0 = *reinterpret_cast<const float4*>(&err_s[stage][kk][tx * 4]);
+        const float4 a1 = *reinterpret_cast<const float4*>(&err_s[stage][kk][64 + tx * 4]);
+        const float4 v0 = *reinterpret_cast<const float4*>(&u_s[stage][kk][ty * 4]);
+        const float4 v1 = *reinterpret_cast<const float4*>(&u_s[stage][kk][64 + ty * 4]);
+        const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+        const float b[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
+#pragma unroll
+        for (int i = 0; i < 8; ++i)
+#pragma unroll
+          for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+      }
+    }
+    if (more) stash(stage ^ 1);  // the other stage was last read before the previous barrier
+    __syncthreads();
+    stage ^= 1;
+  }
+
+  // Thread (tx, ty) holds rows r_tile + {0, 64} + 4·tx + [0, 4) of columns c_tile + {0, 64} +
+  // 4·ty + [0, 4); a column's 4 rows are one aligned float4 when rows % 4 == 0.
+  const bool vector_rows = rows % 4 == 0;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const int64_t c = c_tile + (j / 4) * 64 + ty * 4 + j % 4;
+    if (c >= n_len) continue;
+    float* column = wt + (b1 + c) * rows;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t r = r_tile + h * 64 + tx * 4;
+      if (r >= rows) continue;
+      if (vector_rows) {
+        float4 v = *reinterpret_cast<float4*>(column + r);
+        v.x = __fsub_rn(v.x, acc[h * 4 + 0][j]);
+        v.y = __fsub_rn(v.y, acc[h * 4 + 1][j]);
+        v.z = __fsub_rn(v.z, acc[h * 4 + 2][j]);
+        v.w = __fsub_rn(v.w, acc[h * 4 + 3][j]);
+        *reinterpret_cast<float4*>(column + r) = v;
+      } else {
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+          if (r + i < rows) column[r + i] = __fsub_rn(column[r + i], acc[h * 4 + i][j]);
+      }
+    }
+  }
+}
+
 __global__ void gptq_unpermute_codes_kernel(const uint8_t* __restrict__ codes_t, const int32_t* __restrict__ perm,
                                             int64_t rows, int64_t cols, uint8_t* __restrict__ codes) {
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -116,6 +223,17 @@ void gptq_block(float* d_wt, float* d_err, uint8_t* d_codes_t, float* d_scale, f
   gptq_block_kernel<<<grid_for(rows, 128), 128, 0, stream>>>(d_wt, d_err, d_codes_t, d_scale, d_zero, d_scales,
                                                              d_zeros, d_u, rows, cols, b0, b1, group_cols, n_groups,
                                                              maxq, sym);
+  SHARDQ_CUDA_CHECK_LAUNCH();
+}
+
+void gptq_lazy_update(float* d_wt, const float* d_err, const float* d_u, int64_t rows, int64_t cols, int64_t b0,
+                      int64_t b1, cudaStream_t stream) {
+  if (rows <= 0 || b1 <= b0 || b1 >= cols) return;
+  const int64_t col_tiles = (cols - b1 + update_tile - 1) / update_tile;
+  if (col_tiles > 65535)
+    detail::throw_message("gptq_lazy_update (cuda): more than 65535 column tiles past the block", __FILE__, __LINE__);
+  const dim3 grid(grid_for(rows, update_tile), static_cast<unsigned>(col_tiles));
+  gptq_lazy_update_kernel<<<grid, update_threads, 0, stream>>>(d_wt, d_err, d_u, rows, cols, b0, b1);
   SHARDQ_CUDA_CHECK_LAUNCH();
 }
 

@@ -10,11 +10,12 @@
 //   gptq_block_kernel: the in-block column loop of cpu::gptq_block_columns plus the group
 //     grids, one thread per row (rows are independent given U): quantize column j on the
 //     group grid, err = (w - q) / U_jj, W[:, j+1:b1] -= err ⊗ U[j, j+1:b1] (eq. 3 / Alg. 1).
-//   cublasSgemm: the lazy-batch update W[:, b1:] -= Err · U[b0:b1, b1:].
+//   gptq_lazy_update_kernel: the lazy-batch update W[:, b1:] -= Err · U[b0:b1, b1:], an own
+//     sgemm whose every element is summed in one fixed order (gptq_lazy_update below).
 //   gptq_unpermute_codes_kernel + pack_codes: codes back to column order, packed.
 //   gptq_dequantize_kernel: the dequantized rows (kernels/quantize.cpp dequantize's formula,
 //     bit for bit), what the next layer's forward and the output error use.
-// The codes equal the CPU tier's except where the two sgemm summation orders (and, with
+// The codes equal the CPU tier's except where the two summation orders of the lazy update (and, with
 // gptq_prepare_cuda, the two Cholesky blockings of U) round a value across a rounding tie of
 // the grid (tests require ≥ 99.9 % equal codes, a row's first difference ±1).
 // Test: shardq_gpu_tests --gtest_filter='*GptqCuda*:*GptqDevice*'; benchmark: bench_gpu_gptq.
@@ -41,6 +42,17 @@ void gptq_permute_transpose(const float* d_w, int64_t rows, int64_t cols, const 
 void gptq_block(float* d_wt, float* d_err, uint8_t* d_codes_t, float* d_scale, float* d_zero, uint16_t* d_scales,
                 uint8_t* d_zeros, const float* d_u, int64_t rows, int64_t cols, int64_t b0, int64_t b1,
                 int64_t group_cols, int bits, bool sym, cudaStream_t stream);
+// The lazy-batch update of block [b0, b1) (Algorithm 1's W[:, b1:] -= Err · H⁻¹[b0:b1, b1:]) in
+// the transposed layout: for c in [b1, cols) and every row r,
+//   d_wt[c*rows + r] -= Σ_{k < b1-b0} d_err[k*rows + r] · d_u[(b0+k)*cols + c],
+// the sum accumulated with fmaf in ascending k from +0 and subtracted once (the CPU sgemm's
+// rounding model with alpha = −1, beta = 1). Own kernel rather than cublasSgemm: cuBLAS picks
+// its kernel (tile shape, split-K or stream-K reduction) by problem size and GPU, so a row's
+// bits could depend on how many rows the call holds, i.e. on the number of ranks the job's
+// row split (gptq_rank_rows) gives, and on the GPU model; here they depend on neither
+// (IEEE fma is exact-then-rounded everywhere). Nothing to do when b1 >= cols.
+void gptq_lazy_update(float* d_wt, const float* d_err, const float* d_u, int64_t rows, int64_t cols, int64_t b0,
+                      int64_t b1, cudaStream_t stream);
 // d_codes[r*cols + perm[i]] = d_codes_t[i*rows + r].
 void gptq_unpermute_codes(const uint8_t* d_codes_t, const int32_t* d_perm, int64_t rows, int64_t cols,
                           uint8_t* d_codes, cudaStream_t stream);
@@ -55,8 +67,8 @@ void gptq_dequantize(const uint8_t* d_codes, const uint16_t* d_scales, const uin
 // (row-major, unchanged) into `out` (from f.make_output(rows, cfg)): writes those rows of
 // qweight, scales and zeros and nothing else. When d_wq is not null it also writes rows
 // [r0, r1) of the [rows, cols] row-major device buffer d_wq with the dequantized weights,
-// equal bit for bit to those rows of dequantize(out). Runs on `stream` (cuBLAS bound to it)
-// and synchronizes it before returning (out is host memory). Throws shardq::error on a
+// equal bit for bit to those rows of dequantize(out); a row's results do not depend on
+// [r0, r1) (gptq_lazy_update). Runs on `stream` and synchronizes it before returning (out is host memory). Throws shardq::error on a
 // mismatched output, config or row range.
 void gptq_quantize_rows_device(const float* d_w, int64_t rows, const GptqFactorCuda& f, const QuantConfig& cfg,
                                int64_t r0, int64_t r1, QuantizedLinear& out, float* d_wq, cudaStream_t stream);
