@@ -257,7 +257,7 @@ int main(int argc, char** argv) {
   for (const char* shape : {"4096x4096", "28672x8192"}) {
     const double ours = minimum(seconds[std::string("update_") + shape]);
     const double theirs = minimum(seconds[std::string("update_cublas_") + shape]);
-    if (ours > 0) std::printf(", \"update_%s_over_cublas\": %.3f", shape, ours / theirs);
+    if (ours > 0 && theirs > 0) std::printf(", \"update_%s_over_cublas\": %.3f", shape, ours / theirs);
   }
   std::printf(", \"rel_error_gptq\": %.6g, \"rel_error_rtn\": %.6g, \"codes_equal_cpu_same_factor\": %.6f, "
               "\"codes_equal_cpu_own_factor\": %.6f, \"check\": \"%s\"}\n",

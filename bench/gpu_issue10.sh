@@ -18,12 +18,14 @@
 #              had no time) it times the fastest candidate anyway: fp32 end to end (~215 s
 #              predicted) does not fit one call, and the timing is what the next run needs (rest)
 #   attention  bench_gpu_attention: tiled vs rowwise                                      (30)
+#   sanitize   compute-sanitizer memcheck and racecheck on the GPTQ kernels' small tests,
+#              when the machine's toolkit has it and time is left after the e2e         (25 each)
 # Each step's last JSON line (or its agreement line, else its last line) goes to $OUT/issue10.jsonl as
 # {"step", "rc", "seconds", "result"}; a table is printed last.
 # Env: SHARDQ_BIN, SHARDQ_SHARED, SHARDQ_SOURCE, SHARDQ_PYTHON (gpu_device_run.sh sets them),
 #      OUT (.), BUDGET_S (480: all steps together, capped by gpu_device_run.sh's
 #      SHARDQ_DEVICE_DEADLINE), STEPS (the steps to run, in this order:
-#      "matmul gptq torch parity e2e attention"), PARITY_CANDIDATES (space-separated
+#      "matmul gptq torch parity e2e attention sanitize"), PARITY_CANDIDATES (space-separated
 #      SHARDQ_CUDA_MATMUL values, fastest first), E2E_MATMUL (the e2e's precision without the
 #      parity sweep, e.g. in a re-run), E2E_RESERVE_S (150: the parity sweep stops when less
 #      would be left for the e2e), E2E_LAYERS (32).
@@ -37,7 +39,7 @@ if [[ -n ${SHARDQ_DEVICE_DEADLINE:-} ]]; then  # gpu_device_run.sh's budget ends
   left=$((SHARDQ_DEVICE_DEADLINE - $(date +%s) - 15))
   ((left < budget)) && budget=$left
 fi
-steps=" ${STEPS:-matmul gptq torch parity e2e attention} "
+steps=" ${STEPS:-matmul gptq torch parity e2e attention sanitize} "
 bench_dir=$(cd "$(dirname "$SHARDQ_BIN")/../.." && pwd)/bench
 # Fastest first (bench/GPU_NOTES.md predicts ~75, ~90, ~110 and ~125 s end to end).
 candidates=${PARITY_CANDIDATES:-"tf32 forward=tf32,hessian=tf32x3 forward=tf32,hessian=fp32 tf32x3"}
@@ -135,6 +137,18 @@ if wanted e2e; then
     step "e2e_$chosen" $((budget - (SECONDS - start) - keep)) bash bench/gpu_e2e.sh
 fi
 wanted attention && step attention 30 "$bench_dir/bench_gpu_attention"
+if wanted sanitize; then
+  sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -n 1)
+  gpu_tests=$(dirname "$bench_dir")/tests/shardq_gpu_tests
+  if [[ -n $sanitizer && -x $gpu_tests ]]; then
+    step sanitize_memcheck 25 "$sanitizer" --tool memcheck --error-exitcode 1 "$gpu_tests" \
+      --gtest_filter='GptqCuda.LazyUpdate*:GptqDevice.RankRowSplits*:GptqCuda.*Stories*'
+    step sanitize_racecheck 25 "$sanitizer" --tool racecheck --error-exitcode 1 "$gpu_tests" \
+      --gtest_filter='GptqCuda.LazyUpdate*'
+  else
+    echo "gpu_issue10: no compute-sanitizer on this machine (or no $gpu_tests): sanitize skipped"
+  fi
+fi
 
 echo "===== summary ($((SECONDS - start)) s) ====="
 "$PY" - "$results" <<'PY'

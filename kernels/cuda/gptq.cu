@@ -6,6 +6,8 @@
 // order is held to a sequential std::fma loop in the test;
 // the host driver is kernels/cuda/gptq.cpp. Test: shardq_gpu_tests --gtest_filter='*GptqCuda*:*GptqDevice*';
 // benchmark: build-cuda/bench/bench_gpu_gptq.
+#include <cstdint>
+
 #include "kernels/cuda/cuda_check.hpp"
 #include "kernels/cuda/gptq.hpp"
 #include "kernels/cuda/grid.cuh"
@@ -89,7 +91,7 @@ constexpr int update_loads = update_k * update_tile / update_threads;  // per th
 
 __global__ void __launch_bounds__(update_threads, 2)
     gptq_lazy_update_kernel(float* __restrict__ wt, const float* __restrict__ err, const float* __restrict__ u,
-                            int64_t rows, int64_t cols, int64_t b0, int64_t b1) {
+                            int64_t rows, int64_t cols, int64_t b0, int64_t b1, bool vector_rows) {
   __shared__ __align__(16) float err_s[2][update_k][update_tile];
   __shared__ __align__(16) float u_s[2][update_k][update_tile];
   const int64_t k_len = b1 - b0, n_len = cols - b1;
@@ -154,8 +156,8 @@ __global__ void __launch_bounds__(update_threads, 2)
   }
 
   // Thread (tx, ty) holds rows r_tile + {0, 64} + 4·tx + [0, 4) of columns c_tile + {0, 64} +
-  // 4·ty + [0, 4); a column's 4 rows are one aligned float4 when rows % 4 == 0.
-  const bool vector_rows = rows % 4 == 0;
+  // 4·ty + [0, 4); a column's 4 rows are one aligned float4 when vector_rows (the launcher's
+  // rows % 4 == 0 and wt 16-byte aligned).
 #pragma unroll
   for (int j = 0; j < 8; ++j) {
     const int64_t c = c_tile + (j / 4) * 64 + ty * 4 + j % 4;
@@ -228,12 +230,14 @@ void gptq_block(float* d_wt, float* d_err, uint8_t* d_codes_t, float* d_scale, f
 
 void gptq_lazy_update(float* d_wt, const float* d_err, const float* d_u, int64_t rows, int64_t cols, int64_t b0,
                       int64_t b1, cudaStream_t stream) {
+  if (b0 < 0) detail::throw_message("gptq_lazy_update (cuda): negative block start", __FILE__, __LINE__);
   if (rows <= 0 || b1 <= b0 || b1 >= cols) return;
+  const bool vector_rows = rows % 4 == 0 && reinterpret_cast<std::uintptr_t>(d_wt) % 16 == 0;
   const int64_t col_tiles = (cols - b1 + update_tile - 1) / update_tile;
   if (col_tiles > 65535)
     detail::throw_message("gptq_lazy_update (cuda): more than 65535 column tiles past the block", __FILE__, __LINE__);
   const dim3 grid(grid_for(rows, update_tile), static_cast<unsigned>(col_tiles));
-  gptq_lazy_update_kernel<<<grid, update_threads, 0, stream>>>(d_wt, d_err, d_u, rows, cols, b0, b1);
+  gptq_lazy_update_kernel<<<grid, update_threads, 0, stream>>>(d_wt, d_err, d_u, rows, cols, b0, b1, vector_rows);
   SHARDQ_CUDA_CHECK_LAUNCH();
 }
 

@@ -50,7 +50,8 @@ void gptq_block(float* d_wt, float* d_err, uint8_t* d_codes_t, float* d_scale, f
 // its kernel (tile shape, split-K or stream-K reduction) by problem size and GPU, so a row's
 // bits could depend on how many rows the call holds, i.e. on the number of ranks the job's
 // row split (gptq_rank_rows) gives, and on the GPU model; here they depend on neither
-// (IEEE fma is exact-then-rounded everywhere). Nothing to do when b1 >= cols.
+// (IEEE fma is exact-then-rounded everywhere). Nothing to do when b1 >= cols; throws
+// shardq::cuda_error for b0 < 0 or more than 65535 × 128 columns past the block.
 void gptq_lazy_update(float* d_wt, const float* d_err, const float* d_u, int64_t rows, int64_t cols, int64_t b0,
                       int64_t b1, cudaStream_t stream);
 // d_codes[r*cols + perm[i]] = d_codes_t[i*rows + r].

@@ -290,8 +290,9 @@ TEST(GptqDevice, RowSplitMatchesWhole) {
 // the fma sum of Err[:, k] · U[b0 + k, b1:] in ascending k from +0 (std::fma and the device's
 // fmaf are both the correctly rounded fused multiply-add), the columns before b1 untouched.
 // Shapes leave partial 128-tiles in rows and columns, row counts that are and are not
-// multiples of 4 (the float4 and the scalar epilogue), partial 8-steps of k, one-column
-// blocks, and b1 = cols (nothing to do).
+// multiples of 4 (the float4 and the scalar epilogue, each also with a partial column tile),
+// a lone partial 8-step of k and full steps followed by a partial one, one-column blocks,
+// and b1 = cols (nothing to do).
 TEST(GptqCuda, LazyUpdateIsTheOrderedFmaSumBitForBit) {
   SHARDQ_REQUIRE_GPU();
   struct Case {
@@ -301,7 +302,8 @@ TEST(GptqCuda, LazyUpdateIsTheOrderedFmaSumBitForBit) {
   uint32_t seed = 300;
   for (const Case& c : {Case{1, 9, 0, 1}, Case{7, 300, 128, 256}, Case{130, 263, 0, 128}, Case{1000, 640, 256, 384},
                         Case{1003, 517, 384, 389}, Case{2048, 1024, 0, 128}, Case{513, 129, 0, 128},
-                        Case{64, 256, 128, 256}}) {
+                        Case{64, 256, 128, 256}, Case{1003, 300, 100, 213}, Case{1000, 300, 0, 128},
+                        Case{4, 140, 0, 13}}) {
     const int64_t k_len = c.b1 - c.b0;
     const std::vector<float> wt = random_vector(c.rows * c.cols, ++seed), err = random_vector(k_len * c.rows, ++seed),
                              u = random_vector(c.cols * c.cols, ++seed);
