@@ -98,7 +98,7 @@ uint16_t fp32_to_bf16(float f) {
 void convert_to_fp32(dtype t, const std::byte* src, float* dst, std::size_t n) {
   switch (t) {
     case dtype::f32:
-      std::memcpy(dst, src, n * 4);
+      if (n) std::memcpy(dst, src, n * 4);  // an empty tensor's pointers may be null (UB for memcpy)
       return;
     case dtype::f16:
       for (std::size_t i = 0; i < n; ++i) {
@@ -122,7 +122,7 @@ void convert_to_fp32(dtype t, const std::byte* src, float* dst, std::size_t n) {
 void convert_from_fp32(dtype t, const float* src, std::byte* dst, std::size_t n) {
   switch (t) {
     case dtype::f32:
-      std::memcpy(dst, src, n * 4);
+      if (n) std::memcpy(dst, src, n * 4);  // an empty tensor's pointers may be null (UB for memcpy)
       return;
     case dtype::f16:
       for (std::size_t i = 0; i < n; ++i) {
