@@ -22,7 +22,8 @@ double layer_quantize_flops(const std::vector<ModuleChoice>& choices) {
   for (const ModuleChoice& m : choices) {
     if (!m.quantized) continue;
     const double rows = static_cast<double>(m.module.rows), cols = static_cast<double>(m.module.cols);
-    flops += m.quant.method == quant_method::gptq ? 2.0 * rows * cols * cols + cols * cols * cols : 4.0 * rows * cols;
+    flops += m.quant.method == quant_method::gptq ? rows * cols * cols + cols * cols * cols : 4.0 * rows * cols;
+    flops += 4.0 * rows * cols * cols;  // the output error's two products with H
   }
   return flops;
 }

@@ -5,8 +5,10 @@
 //                                                layer's linear parameters; causal attention)
 //   Hessians of a layer over t tokens            t·(2·hidden² + q_dim² + intermediate²)
 //                                                (symmetric rank-k updates: half of 2·t·d²)
-//   GPTQ of a [rows, cols] linear                2·rows·cols² + cols³ (updates + H⁻¹ factor)
+//   GPTQ of a [rows, cols] linear                rows·cols² + cols³ (the updates: Σ_j 2·rows·(cols−j),
+//                                                in-block and lazy-batch alike; the H⁻¹ factor)
 //   RTN / NF4 / int8 of a [rows, cols] linear    4·rows·cols
+//   its relative output error (every method)     4·rows·cols² (tr(D H Dᵀ) and tr(W H Wᵀ))
 // The measurement pass of score-driven policies is not counted: its decision is journalled
 // and never redone.
 #pragma once

@@ -1,10 +1,13 @@
 #include "worker/layer_quantize.hpp"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "common/error.hpp"
 #include "common/partition.hpp"
 #include "kernels/cpu/gptq.hpp"
+#include "kernels/cpu/quant_error.hpp"
 #include "kernels/quantize.hpp"
 
 namespace shardq {
@@ -52,6 +55,23 @@ void share_quantized_rows(Comm& comm, QuantizedLinear& q) {
   }
 }
 
+double relative_error_over_ranks(Comm* comm, int64_t rows,
+                                 const std::function<std::vector<OutputErrorTraces>(int64_t, int64_t)>& tiles) {
+  const int64_t count = output_error_tile_count(rows);
+  if (!comm || comm->size() == 1) return relative_output_error_of(tiles(0, count));
+  std::vector<OutputErrorTraces> all(static_cast<size_t>(count));
+  const int64_t t0 = split_begin(count, comm->size(), comm->rank()), t1 = split_begin(count, comm->size(), comm->rank() + 1);
+  const std::vector<OutputErrorTraces> mine = tiles(t0, t1);
+  if (static_cast<int64_t>(mine.size()) != t1 - t0)
+    throw error(fmt::format("output error: {} tiles computed for [{}, {})", mine.size(), t0, t1));
+  std::copy(mine.begin(), mine.end(), all.begin() + t0);
+  for (int r = 0; r < comm->size(); ++r) {
+    const int64_t b = split_begin(count, comm->size(), r), e = split_begin(count, comm->size(), r + 1);
+    if (e > b) comm->broadcast(all.data() + b, static_cast<size_t>(e - b) * sizeof(OutputErrorTraces), r);
+  }
+  return relative_output_error_of(all);
+}
+
 const cpu::HessianAccumulator& hessian_for(const LayerCalibration& calib, const std::string& kind) {
   if (kind == "q_proj" || kind == "k_proj" || kind == "v_proj") return calib.attn_in;
   if (kind == "o_proj") return calib.o_in;
@@ -91,7 +111,10 @@ std::vector<QuantizedModule> quantize_layer(const LayerWeights& weights, const s
       } catch (const error& e) {
         throw error(fmt::format("quantizing '{}': {}", choice.module.name, e.what()));
       }
-      m.rel_error = quant_relative_error(w, *m.quantized, h);
+      const Tensor wq = dequantize(*m.quantized);
+      m.rel_error = relative_error_over_ranks(comm, w.rows(), [&](int64_t t0, int64_t t1) {
+        return cpu::output_error_tiles(w, wq, h, t0, t1);
+      });
     }
     out.push_back(std::move(m));
     if (after_module) after_module(out.size());

@@ -1,5 +1,6 @@
 // Quantization of one decoder layer's linears from its calibration statistics, on one rank
-// or with GPTQ's rows split across the ranks of a Comm (sequential schedule).
+// or with GPTQ's rows (and the output error's row tiles) split across the ranks of a Comm
+// (sequential schedule).
 //
 // Rows of a linear are independent given H⁻¹ (kernels/cpu/gptq.hpp), and GPTQ processes them
 // in tiles aligned to absolute row indices; ranks take contiguous runs of whole tiles, quantize
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "comm/comm.hpp"
+#include "kernels/output_error.hpp"
 #include "kernels/quant_types.hpp"
 #include "worker/modules.hpp"
 #include "worker/calibration.hpp"
@@ -36,6 +38,14 @@ const Tensor& layer_linear(const LayerWeights& weights, const std::string& kind)
 std::pair<int64_t, int64_t> gptq_rank_rows(int64_t rows, int n_ranks, int rank);
 // Every rank broadcasts the rows it quantized; afterwards all ranks hold the whole linear.
 void share_quantized_rows(Comm& comm, QuantizedLinear& q);
+
+// The relative output error of a `rows`-row linear with its output-error tiles
+// (kernels/output_error.hpp) shared out over the ranks of `comm` (all of them when comm is
+// null or has one rank): `tiles(t0, t1)` computes the traces of tiles [t0, t1) on this rank,
+// every rank receives every rank's, and all return the sum in tile order, the same figure
+// for any number of ranks.
+double relative_error_over_ranks(Comm* comm, int64_t rows,
+                                 const std::function<std::vector<OutputErrorTraces>(int64_t, int64_t)>& tiles);
 
 // Hessian of the input of linear `kind` (q/k/v share attn_in, gate/up share mlp_in).
 const cpu::HessianAccumulator& hessian_for(const LayerCalibration& calib, const std::string& kind);

@@ -6,18 +6,28 @@
 //   cublasSgemm (pedantic fp32): A·H for A = D, then A = W.
 //   quant_error_dot_kernel: Σ A∘(AH) with each product and the sum in double, a fixed grid
 //     of block partials summed on the host in order (deterministic run to run).
-// Rows go in chunks of at most 2^24 elements, so the temporaries stay ≤ 2 × 64 MiB.
+// Rows go in the output-error tiles of kernels/output_error.hpp (1024 rows; the temporaries
+// are two tiles, 2 × 4 KiB · cols), each tile's pair summed from its block partials in order.
 // Test: shardq_gpu_tests --gtest_filter='QuantErrorCuda*'.
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include <cuda_runtime_api.h>
 
+#include "kernels/output_error.hpp"
+
 namespace shardq::cuda {
 
-// d_w, d_wq [rows, cols] row-major; d_h [cols, cols] full symmetric (both triangles are read,
-// unlike the CPU tier, which reads the upper one). Runs on `stream` and synchronizes it.
+// The traces of tiles [t0, t1) (kernels/output_error.hpp), one entry per tile: d_w, d_wq
+// [rows, cols] row-major; d_h [cols, cols] full symmetric (both triangles are read, unlike
+// the CPU tier, which reads the upper one). Runs on `stream` and synchronizes it. Throws
+// shardq::error on a negative shape or tiles outside [0, output_error_tile_count(rows)).
+std::vector<OutputErrorTraces> output_error_tiles_cuda(const float* d_w, const float* d_wq, const float* d_h,
+                                                       int64_t rows, int64_t cols, int64_t t0, int64_t t1,
+                                                       cudaStream_t stream);
+// All tiles: relative_output_error_of(output_error_tiles_cuda(..., 0, count, stream)).
 double relative_output_error_cuda(const float* d_w, const float* d_wq, const float* d_h, int64_t rows, int64_t cols,
                                   cudaStream_t stream);
 

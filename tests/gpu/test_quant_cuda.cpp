@@ -10,7 +10,7 @@
 // uploaded it meets the same standard against cpu::gptq_quantize_rows, and its dequantized
 // rows equal dequantize(out) bit for bit; on stories260K with the GPU factor, including
 // relative_output_error_cuda against cpu::relative_output_error (1e-5 relative).
-// relative_output_error_cuda on random shapes (one of them two row chunks) and its 0 / inf
+// relative_output_error_cuda on random shapes (one of them 65 row tiles) and its 0 / inf
 // conventions.
 #include <cmath>
 #include <cstdlib>
@@ -364,7 +364,7 @@ TEST(GptqDevice, RankRowSplitsAreBitIdentical) {
 }
 
 // relative_output_error_cuda against cpu::relative_output_error on an RTN-quantized weight
-// (a realistic small W − Wq); 65537 × 256 spans two row chunks of 2^24 elements.
+// (a realistic small W − Wq); 65537 × 256 is 65 output-error tiles, the last of one row.
 TEST(QuantErrorCuda, MatchesCpu) {
   SHARDQ_REQUIRE_GPU();
   const cuda::unique_stream stream = cuda::make_stream();

@@ -13,7 +13,8 @@ case "$1" in
     calib=(--calibration "$SHARDQ_SHARED/data/tinystories/calib.txt" --samples 24 --seq-len 128)
     ;;
   synth)
-    "$SHARDQ_BIN" synth --layers 12 --hidden 64 --intermediate 160 --heads 4 --kv-heads 2 --vocab 300 \
+    # intermediate > 1024: gate/up span two output-error tiles, which the ranks share out.
+    "$SHARDQ_BIN" synth --layers 12 --hidden 64 --intermediate 1100 --heads 4 --kv-heads 2 --vocab 300 \
       --seed 5 --dtype f16 --output "$work/model" >/dev/null
     /usr/bin/python3 -c "import numpy as np; np.random.default_rng(3).integers(0, 300, 20000).astype('<u4').tofile('$work/tokens.bin')"
     calib=(--calibration "$work/tokens.bin" --calibration-format tokens --samples 20 --seq-len 96)

@@ -3,6 +3,7 @@
 // output error against an explicit ‖(W−Q)Xᵀ‖² / ‖WXᵀ‖².
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <random>
 #include <tuple>
@@ -156,7 +157,47 @@ TEST_P(QuantError, MatchesExplicitActivations) {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, QuantError,
                          ::testing::Values(std::pair<int64_t, int64_t>{1, 1}, std::pair<int64_t, int64_t>{3, 7},
-                                           std::pair<int64_t, int64_t>{64, 65}, std::pair<int64_t, int64_t>{130, 172}));
+                                           std::pair<int64_t, int64_t>{64, 65}, std::pair<int64_t, int64_t>{130, 172},
+                                           std::pair<int64_t, int64_t>{2500, 24}));
+
+// The traces come per 1024-row tile, each tile computed alone: any way of cutting [0, 3) into
+// runs (how a job's ranks share them) gives the same traces bit for bit, and the figure is
+// their sum in tile order. Tiles outside the weight are refused.
+TEST(QuantErrorTiles, AnySplitGivesTheWholeBitForBit) {
+  const int64_t rows = 2500, cols = 40;
+  const Tensor w = random_weight(rows, cols, 11);
+  Tensor h({cols, cols});
+  const Tensor x = random_weight(64, cols, 12);
+  for (int64_t i = 0; i < cols; ++i)
+    for (int64_t j = 0; j < cols; ++j) {
+      double s = 0.0;
+      for (int64_t t = 0; t < 64; ++t) s += double{x.at(t, i)} * x.at(t, j);
+      h.at(i, j) = static_cast<float>(s / 32.0);
+    }
+  QuantConfig cfg;
+  cfg.method = quant_method::rtn;
+  const Tensor wq = dequantize(quantize_linear(w, Tensor{}, cfg));
+  ASSERT_EQ(output_error_tile_count(rows), 3);
+  const std::vector<OutputErrorTraces> whole = cpu::output_error_tiles(w, wq, h, 0, 3);
+  ASSERT_EQ(whole.size(), 3u);
+  for (const auto& [a, b] : {std::pair<int64_t, int64_t>{1, 1}, {1, 2}, {2, 2}, {0, 0}, {3, 3}}) {
+    std::vector<OutputErrorTraces> joined = cpu::output_error_tiles(w, wq, h, 0, a);
+    for (const auto& part : {cpu::output_error_tiles(w, wq, h, a, b), cpu::output_error_tiles(w, wq, h, b, 3)})
+      joined.insert(joined.end(), part.begin(), part.end());
+    ASSERT_EQ(joined.size(), 3u);
+    for (size_t t = 0; t < 3; ++t) {
+      EXPECT_EQ(std::bit_cast<uint64_t>(joined[t].error), std::bit_cast<uint64_t>(whole[t].error)) << a << " " << b;
+      EXPECT_EQ(std::bit_cast<uint64_t>(joined[t].reference), std::bit_cast<uint64_t>(whole[t].reference));
+    }
+  }
+  for (const OutputErrorTraces& t : whole) EXPECT_GT(t.error, 0.0);
+  const double sum_error = whole[0].error + whole[1].error + whole[2].error;
+  const double sum_reference = whole[0].reference + whole[1].reference + whole[2].reference;
+  EXPECT_EQ(cpu::relative_output_error(w, wq, h), sum_error / sum_reference);
+  EXPECT_THROW(cpu::output_error_tiles(w, wq, h, 0, 4), error);
+  EXPECT_THROW(cpu::output_error_tiles(w, wq, h, 2, 1), error);
+  EXPECT_THROW(cpu::output_error_tiles(w, wq, h, -1, 1), error);
+}
 
 }  // namespace
 }  // namespace shardq

@@ -180,7 +180,9 @@ class SequentialEngineCuda final : public SequentialEngine {
         } catch (const error& e) {
           throw error(fmt::format("quantizing '{}': {}", choice.module.name, e.what()));
         }
-        m.rel_error = cuda::relative_output_error_cuda(d_w, wq_.get(), d_h, rows, cols, s);
+        m.rel_error = relative_error_over_ranks(&comm, rows, [&](int64_t t0, int64_t t1) {
+          return cuda::output_error_tiles_cuda(d_w, wq_.get(), d_h, rows, cols, t0, t1, s);
+        });
         // The layer now computes with the quantized linear (propagate); GPTQ of the other
         // linears reads only their own weights.
         cuda::copy_async(d_w, wq_.get(), static_cast<size_t>(rows * cols), s);
