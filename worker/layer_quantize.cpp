@@ -60,7 +60,8 @@ double relative_error_over_ranks(Comm* comm, int64_t rows,
   const int64_t count = output_error_tile_count(rows);
   if (!comm || comm->size() == 1) return relative_output_error_of(tiles(0, count));
   std::vector<OutputErrorTraces> all(static_cast<size_t>(count));
-  const int64_t t0 = split_begin(count, comm->size(), comm->rank()), t1 = split_begin(count, comm->size(), comm->rank() + 1);
+  const int64_t t0 = split_begin(count, comm->size(), comm->rank());
+  const int64_t t1 = split_begin(count, comm->size(), comm->rank() + 1);
   const std::vector<OutputErrorTraces> mine = tiles(t0, t1);
   if (static_cast<int64_t>(mine.size()) != t1 - t0)
     throw error(fmt::format("output error: {} tiles computed for [{}, {})", mine.size(), t0, t1));
