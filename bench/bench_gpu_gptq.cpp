@@ -124,7 +124,8 @@ void BM_cuda_memcpy_1GiB(benchmark::State& state) {
 
 // One lazy-batch update of the first block [0, 128) of a rows × cols weight: ours, or
 // cublasSgemm (fp32, the cuBLAS default math) of the same C [rows, cols-128] -= A·B, k = 128.
-void lazy_update_case(benchmark::State& state, bool use_cublas) {
+template <bool use_cublas>
+void BM_lazy_update(benchmark::State& state) {
   const int64_t rows = state.range(0), cols = state.range(1), k = 128;
   const std::string name =
       std::string(use_cublas ? "update_cublas_" : "update_") + std::to_string(rows) + "x" + std::to_string(cols);
@@ -149,8 +150,9 @@ void lazy_update_case(benchmark::State& state, bool use_cublas) {
   state.counters["TFLOP/s"] = 2.0 * static_cast<double>(rows) * static_cast<double>(cols - k) * k /
                               minimum(seconds[name]) / 1e12;
 }
-void BM_cuda_lazy_update(benchmark::State& state) { lazy_update_case(state, false); }
-void BM_cublas_lazy_update(benchmark::State& state) { lazy_update_case(state, true); }
+void lazy_update_cases(benchmark::internal::Benchmark* b) {
+  b->Args({4096, 4096})->Args({28672, 8192})->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(10);
+}
 
 void BM_cuda_gptq(benchmark::State& state) {
   const int64_t rows = state.range(0), cols = state.range(1);
@@ -182,18 +184,8 @@ void BM_cuda_gptq(benchmark::State& state) {
 
 BENCHMARK(BM_cuda_sgemm_4096)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(5);
 BENCHMARK(BM_cuda_memcpy_1GiB)->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(5);
-BENCHMARK(BM_cuda_lazy_update)
-    ->Args({4096, 4096})
-    ->Args({28672, 8192})
-    ->UseManualTime()
-    ->Unit(benchmark::kMillisecond)
-    ->Iterations(10);
-BENCHMARK(BM_cublas_lazy_update)
-    ->Args({4096, 4096})
-    ->Args({28672, 8192})
-    ->UseManualTime()
-    ->Unit(benchmark::kMillisecond)
-    ->Iterations(10);
+BENCHMARK_TEMPLATE(BM_lazy_update, false)->Apply(lazy_update_cases);  // ours
+BENCHMARK_TEMPLATE(BM_lazy_update, true)->Apply(lazy_update_cases);   // cublasSgemm
 BENCHMARK(BM_cuda_gptq)
     ->Args({4096, 4096})
     ->Args({11008, 4096})

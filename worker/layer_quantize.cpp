@@ -62,9 +62,7 @@ double relative_error_over_ranks(Comm* comm, int64_t rows,
   std::vector<OutputErrorTraces> all(static_cast<size_t>(count));
   const int64_t t0 = split_begin(count, comm->size(), comm->rank());
   const int64_t t1 = split_begin(count, comm->size(), comm->rank() + 1);
-  const std::vector<OutputErrorTraces> mine = tiles(t0, t1);
-  if (static_cast<int64_t>(mine.size()) != t1 - t0)
-    throw error(fmt::format("output error: {} tiles computed for [{}, {})", mine.size(), t0, t1));
+  const std::vector<OutputErrorTraces> mine = tiles(t0, t1);  // one entry per tile
   std::copy(mine.begin(), mine.end(), all.begin() + t0);
   for (int r = 0; r < comm->size(); ++r) {
     const int64_t b = split_begin(count, comm->size(), r), e = split_begin(count, comm->size(), r + 1);

@@ -55,8 +55,8 @@ std::vector<OutputErrorTraces> output_error_tiles_cuda(const float* d_w, const f
 
 double relative_output_error_cuda(const float* d_w, const float* d_wq, const float* d_h, int64_t rows, int64_t cols,
                                   cudaStream_t stream) {
-  return relative_output_error_of(output_error_tiles_cuda(d_w, d_wq, d_h, rows, cols, 0,
-                                                          output_error_tile_count(std::max<int64_t>(rows, 0)), stream));
+  return relative_output_error_of(
+      output_error_tiles_cuda(d_w, d_wq, d_h, rows, cols, 0, output_error_tile_count(rows), stream));
 }
 
 }  // namespace shardq::cuda
