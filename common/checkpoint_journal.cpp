@@ -127,6 +127,39 @@ Journal journal_read(const fs::path& dir) {
   return j;
 }
 
+std::string commit_record_name(const std::string& shard_file) { return shard_file + ".commit.json"; }
+
+void commit_record_write(const fs::path& dir, const JournalShard& s, const std::string& identity_sha256) {
+  write_file_atomic(dir / commit_record_name(s.file),
+                    json{{"identity_sha256", identity_sha256}, {"shard", journal_shard_to_json(s)}}.dump() + "\n");
+}
+
+std::optional<JournalShard> commit_record_read(const fs::path& dir, const std::string& shard_file,
+                                               const std::string& identity_sha256) {
+  const fs::path path = dir / commit_record_name(shard_file);
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  // Written atomically, so a damaged record is not a crash's trace: whatever it is, the
+  // shard it would describe is redone rather than trusted.
+  try {
+    const json j = json::parse(buffer.str());
+    if (j.at("identity_sha256").get<std::string>() != identity_sha256) return std::nullopt;
+    JournalShard s = journal_shard_from_json(j.at("shard"), path.string());
+    if (s.file != shard_file || s.sha256.empty()) return std::nullopt;
+    return s;
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+void commit_record_remove(const fs::path& dir, const std::string& shard_file) {
+  std::error_code ec;
+  fs::remove(dir / commit_record_name(shard_file), ec);
+  io_check(!ec, "cannot remove '{}': {}", (dir / commit_record_name(shard_file)).string(), ec.message());
+}
+
 JournalWriter JournalWriter::create(const fs::path& dir, const json& identity) {
   const fs::path path = dir / journal_file_name;
   write_file_atomic(path, json{{"journal", journal_format}, {"version", journal_version}, {"identity", identity}}.dump() + "\n");

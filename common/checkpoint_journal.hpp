@@ -15,7 +15,13 @@
 // A later entry for the same shard replaces the earlier one (a shard redone on resume).
 //
 // A shard is committed when (1) its file was written as NAME.tmp, fsynced and renamed
-// (atomic_file.hpp), and (2) its journal line is on disk. A file without a line is redone.
+// (atomic_file.hpp), and (2) its journal line is on disk. Between the two, the writing rank
+// and rank 0 may die (a pipeline round journals every rank's layer at its end; the sequential
+// schedule journals layer l while layer l + 1 runs), so before the rename the writer also
+// publishes the entry beside the file as NAME.commit.json, with the file's sha256 and the
+// digest of the job's identity. A resume adopts a file the journal lacks when its commit
+// record names this job and its sha256 matches (and journals it then); any other file
+// without a line is redone. The records are removed when the checkpoint is finished.
 #pragma once
 
 #include <cstdint>
@@ -58,6 +64,17 @@ struct Journal {
 // complete line is damaged (see top).
 Journal journal_read(const std::filesystem::path& dir);
 bool journal_exists(const std::filesystem::path& dir);
+
+// Commit records (see top). "shard-00003.h5" → "shard-00003.h5.commit.json".
+std::string commit_record_name(const std::string& shard_file);
+// Publishes DIR/commit_record_name(s.file) atomically: `s` (sha256 filled) and the identity digest.
+void commit_record_write(const std::filesystem::path& dir, const JournalShard& s, const std::string& identity_sha256);
+// The entry recorded beside DIR/shard_file, if its record exists, is intact and was written
+// by the job whose identity digest is `identity_sha256`; none otherwise (the shard is redone).
+std::optional<JournalShard> commit_record_read(const std::filesystem::path& dir, const std::string& shard_file,
+                                               const std::string& identity_sha256);
+// Removes the record of `shard_file` if there is one.
+void commit_record_remove(const std::filesystem::path& dir, const std::string& shard_file);
 
 // Appends lines to a journal (one writer: rank 0 of the job).
 class JournalWriter {

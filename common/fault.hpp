@@ -8,6 +8,7 @@
 //   quantize         layer <index> in the middle of quantization (after its first linear)
 //   layer_quantized  layer <index> quantized, nothing written yet
 //   shard_write      layer <index>'s shard file half written (still NAME.tmp)
+//   commit_recorded  layer <index>'s commit record written, its shard file still NAME.tmp
 //   shard_closed     layer <index>'s shard file published, its journal entry not yet written
 //   before_manifest  every shard committed; model.h5 and manifest.json not yet written
 #pragma once

@@ -10,6 +10,7 @@
 
 #include "common/error.hpp"
 #include "common/safetensors.hpp"
+#include "common/sha256.hpp"
 #include "common/tokenizer.hpp"
 #include "coordinator/resume.hpp"
 #include "coordinator/shard_output.hpp"
@@ -139,6 +140,7 @@ json plan_to_json(const JobPlan& p) {
           {"micro_batch", p.micro_batch},
           {"resumed", p.resumed},
           {"committed", p.committed},
+          {"identity_sha256", p.identity_sha256},
           {"measure_journalled", p.measure_journalled},
           {"hidden_snapshot", p.hidden_snapshot},
           {"scores", precision_scores_to_json(p.scores)},
@@ -155,6 +157,7 @@ JobPlan plan_from_json(const json& j) {
   p.micro_batch = j.at("micro_batch").get<int>();
   p.resumed = j.at("resumed").get<bool>();
   p.committed = j.at("committed").get<std::vector<uint8_t>>();
+  p.identity_sha256 = j.at("identity_sha256").get<std::string>();
   p.measure_journalled = j.at("measure_journalled").get<bool>();
   p.hidden_snapshot = j.at("hidden_snapshot");
   p.scores = precision_scores_from_json(j.at("scores"));
@@ -193,18 +196,22 @@ JobPlan broadcast_plan(Comm& comm, const json& spec_json, const JobOptions& opti
     });
     const std::vector<std::string> model_digests = collective_sha256(comm, model_files);
     std::optional<Journal> journal;
+    std::vector<JournalShard> records;  // commit records of published shards the journal lacks
     std::vector<fs::path> shard_files;
     root_step(comm, [&] {
       p.identity = job_identity(p, model_digests);
+      p.identity_sha256 = sha256_hex(p.identity.dump());
       journal = resume_open(p);
       if (journal) {
+        records = resume_commit_records(p, *journal);
         for (const auto& [index, s] : journal->shards) shard_files.push_back(fs::path(p.spec.output) / s.file);
+        for (const JournalShard& s : records) shard_files.push_back(fs::path(p.spec.output) / s.file);
       }
     });
     const std::vector<std::string> shard_digests = collective_sha256(comm, shard_files);
     root_step(comm, [&] {
       if (journal) {
-        resume_decide(p, *journal, shard_digests);
+        resume_decide(p, *journal, records, shard_digests);
       } else if (p.spec.resume) {
         p.resume_report = {{"resumed", false}, {"reason", "nothing to resume: the job starts from the beginning"}};
       }

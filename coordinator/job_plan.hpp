@@ -4,11 +4,13 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "comm/comm.hpp"
+#include "common/checkpoint_journal.hpp"
 #include "common/job_spec.hpp"
 #include "common/model_config.hpp"
 #include "coordinator/allocation.hpp"
@@ -35,6 +37,8 @@ struct JobPlan {
   bool measure_journalled = false;   // allocation and scores come from the journal
   nlohmann::json hidden_snapshot;    // sequential: the snapshot to start from (null: embed)
   nlohmann::json identity;           // rank 0 only: job_identity()
+  std::string identity_sha256;       // its digest, on every rank (the shards' commit records)
+  std::vector<JournalShard> adopted; // rank 0 only: published shards the journal lacked (resume.hpp)
   nlohmann::json resume_report;      // rank 0 only: what resume_check() found
   CudaMatmul cuda_matmul;            // device cuda: matmul precision per phase (SHARDQ_CUDA_MATMUL)
   bool is_committed(int shard) const { return committed.at(static_cast<size_t>(shard)) != 0; }

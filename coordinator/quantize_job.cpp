@@ -199,7 +199,7 @@ json run_pipeline(Comm& comm, const JobPlan& p, const JobOptions& options, Progr
                                           [&](size_t n) { if (n == 1) fault_point("quantize", rank, l); });
       flops += layer_quantize_flops(choices);
       fault_point("layer_quantized", rank, l);
-      committed.push_back(commit_layer_shard(p.spec.output, model, l, weights.layer(l), modules,
+      committed.push_back(commit_layer_shard(p, model, l, weights.layer(l), modules,
                                              scores[static_cast<size_t>(round)].lim, scores[static_cast<size_t>(round)].zd, rank));
       calib[static_cast<size_t>(round)] = LayerCalibration();
       weights.layer(l) = LayerWeights();
@@ -522,7 +522,7 @@ void run_sequential(Comm& comm, const JobPlan& p, Progress& progress, std::map<s
     fault_point("layer_quantized", rank, l);
     t0 = clock_type::now();
     if (rank == owner) {
-      WrittenShard written = write_layer_shard(p.spec.output, model, l, weights, modules, engine->lim_score(),
+      WrittenShard written = write_layer_shard(p, model, l, weights, modules, engine->lim_score(),
                                                zd_score(weights), rank);
       pending = PendingCommit{
           l, std::async(std::launch::async, [w = std::move(written)]() mutable { return publish_layer_shard(std::move(w)); })};
@@ -589,7 +589,7 @@ json quantize_job_run(Comm& comm, const json& spec_json, const JobOptions& optio
 
   t0 = clock_type::now();
   if (comm.is_root() && !p.is_committed(model_shard_index(p.config)))
-    journal->append_shard(commit_model_shard(p.spec.output, model, p.config));
+    journal->append_shard(commit_model_shard(p, model));
   const auto rank_info = comm.gather(rank_info_json(comm).dump(), 0);
   const auto rank_flops = comm.gather(fmt::format("{:.17g}", flops), 0);
   phases["write"] = seconds_since(t0);
@@ -632,8 +632,9 @@ json quantize_job_run(Comm& comm, const json& spec_json, const JobOptions& optio
   progress.event(work_event);
   const Journal finished = journal_read(p.spec.output);
   json manifest = finalize_checkpoint(p, finished, model, phases, ranks, run);
-  // Resume state the finished checkpoint no longer needs (hidden_snapshot.hpp).
+  // Resume state the finished checkpoint no longer needs (hidden_snapshot.hpp, checkpoint_journal.hpp).
   for (const auto& [layer, snapshot] : finished.hidden) remove_hidden_snapshot(p.spec.output, snapshot);
+  for (const auto& [index, shard] : finished.shards) commit_record_remove(p.spec.output, shard.file);
   progress.event({{"event", "done"}, {"output", p.spec.output}, {"avg_bits", manifest["summary"]["avg_bits"]}});
   return manifest;
 }

@@ -193,7 +193,21 @@ std::optional<Journal> resume_open(const JobPlan& p) {
   return journal;
 }
 
-void resume_decide(JobPlan& p, const Journal& journal, const std::vector<std::string>& shard_digests) {
+std::vector<JournalShard> resume_commit_records(const JobPlan& p, const Journal& journal) {
+  std::vector<JournalShard> out;
+  const int n_shards = static_cast<int>(checkpoint_shard_layers(p.config).size());
+  for (int index = 0; index < n_shards; ++index) {
+    // A journalled shard is checked against its journal line only: a file that differs from
+    // it may be a redo that was published, or damage, and only the redo would be adoptable.
+    if (journal.shards.count(index)) continue;
+    std::optional<JournalShard> s = commit_record_read(p.spec.output, checkpoint_shard_name(index), p.identity_sha256);
+    if (s && s->index == index) out.push_back(std::move(*s));
+  }
+  return out;
+}
+
+void resume_decide(JobPlan& p, const Journal& journal, const std::vector<JournalShard>& records,
+                   const std::vector<std::string>& shard_digests) {
   const fs::path dir = p.spec.output;
   const int n_shards = static_cast<int>(checkpoint_shard_layers(p.config).size());
   json bad = json::array();
@@ -207,6 +221,14 @@ void resume_decide(JobPlan& p, const Journal& journal, const std::vector<std::st
     } else {
       bad.push_back(c.to_json());
     }
+  }
+  json adopted = json::array();
+  for (const JournalShard& s : records) {
+    if (shard_digests.at(k++) != s.sha256) continue;  // missing, or not the file recorded
+    p.committed[static_cast<size_t>(s.index)] = 1;
+    p.adopted.push_back(s);
+    adopted.push_back(s.index);
+    ++reused;
   }
   p.resumed = true;
   if (journal.measure) {
@@ -239,6 +261,7 @@ void resume_decide(JobPlan& p, const Journal& journal, const std::vector<std::st
                      {"shards_total", n_shards},
                      {"shards_reused", reused},
                      {"shards_redo", redo},
+                     {"shards_adopted", adopted},
                      {"damaged", bad},
                      {"measure_reused", journal.measure.has_value()},
                      {"hidden_snapshot_layer", p.hidden_snapshot.is_null() ? json(nullptr) : p.hidden_snapshot.at("layer")},
@@ -252,8 +275,14 @@ JournalWriter prepare_output(const JobPlan& p) {
   io_check(!ec, "cannot create output directory '{}': {}", p.spec.output, ec.message());
   // Nothing may claim completion while the checkpoint is being (re)written.
   remove_owned(dir, manifest_file_name);
-  if (p.resumed) return JournalWriter::resume(dir, journal_read(dir));
+  if (p.resumed) {
+    JournalWriter journal = JournalWriter::resume(dir, journal_read(dir));
+    for (const JournalShard& s : p.adopted) journal.append_shard(s);
+    return journal;
+  }
   // A fresh start over an earlier job's output (--force): remove what that job recorded.
+  const int n_shards = static_cast<int>(checkpoint_shard_layers(p.config).size());
+  for (int index = 0; index < n_shards; ++index) commit_record_remove(dir, checkpoint_shard_name(index));
   if (journal_exists(dir)) {
     try {
       const Journal old = journal_read(dir);

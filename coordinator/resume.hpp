@@ -50,14 +50,21 @@ nlohmann::json job_identity(const JobPlan& p, const std::vector<std::string>& mo
 // is refused. With one, the identities must be equal (spec_error naming the field, the model
 // file or the calibration otherwise).
 std::optional<Journal> resume_open(const JobPlan& p);
-// Rank 0: decides from `journal` and the digests of its shard files (journal.shards in
-// order) what is committed and where the sequential schedule starts. Fills p.committed,
-// p.resumed, p.measure_journalled (+ allocation, scores), p.hidden_snapshot, p.resume_report.
-void resume_decide(JobPlan& p, const Journal& journal, const std::vector<std::string>& shard_digests);
+// Rank 0: the commit records of this job's shards that were published but never journalled
+// (common/checkpoint_journal.hpp: a rank died between the rename and the journal line).
+std::vector<JournalShard> resume_commit_records(const JobPlan& p, const Journal& journal);
+// Rank 0: decides from `journal`, the commit records and the digests of the shard files
+// (journal.shards in order, then the records' files) what is committed and where the
+// sequential schedule starts. A recorded shard whose file has the recorded digest is adopted
+// (p.adopted: prepare_output journals it). Fills p.committed, p.adopted, p.resumed,
+// p.measure_journalled (+ allocation, scores), p.hidden_snapshot, p.resume_report.
+void resume_decide(JobPlan& p, const Journal& journal, const std::vector<JournalShard>& records,
+                   const std::vector<std::string>& shard_digests);
 
 // Rank 0, after the plan: creates the output directory, withdraws an old manifest.json,
-// and opens the journal — continued when p.resumed, else started afresh (with --force the
-// files an earlier job recorded are removed first; nothing else in the directory is touched).
+// and opens the journal — continued when p.resumed (with p.adopted appended), else started
+// afresh (with --force the files an earlier job recorded, and every shard's commit record,
+// are removed first; nothing else in the directory is touched).
 JournalWriter prepare_output(const JobPlan& p);
 
 }  // namespace shardq

@@ -91,18 +91,22 @@ std::vector<std::vector<int>> checkpoint_shard_layers(const ModelConfig& c) {
 
 namespace {
 
-// Fsync, rename: the file is complete on disk; its digest for the journal entry, which makes it count.
+// Digest, commit record, then fsync and rename: the file is complete on disk, and described
+// beside it in case the journal line that makes it count is never written
+// (common/checkpoint_journal.hpp).
 JournalShard publish_shard(WrittenShard w) {
+  w.entry.sha256 = sha256_file(w.tmp);
+  commit_record_write(w.path.parent_path(), w.entry, w.identity_sha256);
+  fault_point("commit_recorded", w.rank, w.entry.index);
   publish_file(w.tmp, w.path);
-  w.entry.sha256 = sha256_file(w.path);
   return std::move(w.entry);
 }
 
 }  // namespace
 
-WrittenShard write_layer_shard(const fs::path& dir, const SafetensorsModel& model, int layer, const LayerWeights& w,
+WrittenShard write_layer_shard(const JobPlan& p, const SafetensorsModel& model, int layer, const LayerWeights& w,
                                const std::vector<QuantizedModule>& modules, double lim, double zd, int rank) {
-  ShardBuilder shard(dir, layer);
+  ShardBuilder shard(p.spec.output, layer);
   const std::string prefix = layer_prefix(layer);
   shard.write_float(model, prefix + "input_layernorm.weight", w.attn_norm);
   shard.write_float(model, prefix + "post_attention_layernorm.weight", w.ffn_norm);
@@ -121,6 +125,7 @@ WrittenShard write_layer_shard(const fs::path& dir, const SafetensorsModel& mode
   shard.add_layer_record(rec);
   WrittenShard written = shard.finish();
   written.rank = rank;
+  written.identity_sha256 = p.identity_sha256;
   return written;
 }
 
@@ -131,16 +136,18 @@ JournalShard publish_layer_shard(WrittenShard written) {
   return committed;
 }
 
-JournalShard commit_layer_shard(const fs::path& dir, const SafetensorsModel& model, int layer, const LayerWeights& w,
+JournalShard commit_layer_shard(const JobPlan& p, const SafetensorsModel& model, int layer, const LayerWeights& w,
                                 const std::vector<QuantizedModule>& modules, double lim, double zd, int rank) {
-  return publish_layer_shard(write_layer_shard(dir, model, layer, w, modules, lim, zd, rank));
+  return publish_layer_shard(write_layer_shard(p, model, layer, w, modules, lim, zd, rank));
 }
 
-JournalShard commit_model_shard(const fs::path& dir, const SafetensorsModel& model, const ModelConfig& config) {
-  ShardBuilder shard(dir, model_shard_index(config));
+JournalShard commit_model_shard(const JobPlan& p, const SafetensorsModel& model) {
+  ShardBuilder shard(p.spec.output, model_shard_index(p.config));
   for (const char* name : {"model.embed_tokens.weight", "model.norm.weight"}) shard.write_float(model, name, model.load_fp32(name));
-  if (!config.tie_word_embeddings) shard.write_float(model, "lm_head.weight", model.load_fp32("lm_head.weight"));
-  return publish_shard(shard.finish());
+  if (!p.config.tie_word_embeddings) shard.write_float(model, "lm_head.weight", model.load_fp32("lm_head.weight"));
+  WrittenShard written = shard.finish();
+  written.identity_sha256 = p.identity_sha256;
+  return publish_shard(std::move(written));
 }
 
 void journal_commits(Comm& comm, const std::vector<JournalShard>& committed, JournalWriter* journal) {

@@ -6,9 +6,10 @@
 // resume, and the files do not depend on the number of ranks: a job interrupted with N
 // ranks resumes with any other N.
 //
-// Every shard is committed by the rank that computed it (file fsynced and renamed, then its
-// journal entry appended by rank 0: common/checkpoint_journal.hpp); rank 0 builds the
-// manifest from the journal alone, so an uninterrupted and a resumed job finish the same way.
+// Every shard is committed by the rank that computed it (commit record written, file fsynced
+// and renamed, then its journal entry appended by rank 0: common/checkpoint_journal.hpp);
+// rank 0 builds the manifest from the journal alone, so an uninterrupted and a resumed job
+// finish the same way.
 #pragma once
 
 #include <filesystem>
@@ -33,26 +34,28 @@ inline int model_shard_index(const ModelConfig& c) { return c.num_layers; }
 std::vector<std::vector<int>> checkpoint_shard_layers(const ModelConfig& c);
 
 // Writes and commits the shard of decoder layer `layer`; returns its journal entry. `rank`
-// names the writer for the fault points (common/fault.hpp: shard_write, shard_closed).
-JournalShard commit_layer_shard(const std::filesystem::path& dir, const SafetensorsModel& model, int layer,
+// names the writer for the fault points (common/fault.hpp: shard_write, commit_recorded,
+// shard_closed).
+JournalShard commit_layer_shard(const JobPlan& p, const SafetensorsModel& model, int layer,
                                 const LayerWeights& w, const std::vector<QuantizedModule>& modules, double lim,
                                 double zd, int rank);
 
 // commit_layer_shard in two steps, so that the second can run beside the next layer's work:
 // write_layer_shard (HDF5, the calling thread) leaves the complete file as NAME.tmp;
-// publish_layer_shard (no HDF5 call, any thread) fsyncs and renames it to NAME and hashes it.
+// publish_layer_shard (no HDF5 call, any thread) hashes it, writes its commit record, and
+// fsyncs and renames it to NAME.
 struct WrittenShard {
   std::filesystem::path tmp, path;
   JournalShard entry;  // all but the sha256
   int rank = 0;
+  std::string identity_sha256;  // of the job, for the commit record
 };
-WrittenShard write_layer_shard(const std::filesystem::path& dir, const SafetensorsModel& model, int layer,
+WrittenShard write_layer_shard(const JobPlan& p, const SafetensorsModel& model, int layer,
                                const LayerWeights& w, const std::vector<QuantizedModule>& modules, double lim,
                                double zd, int rank);
 JournalShard publish_layer_shard(WrittenShard written);
 // Writes and commits the shard of the tensors outside the decoder stack (rank 0).
-JournalShard commit_model_shard(const std::filesystem::path& dir, const SafetensorsModel& model,
-                                const ModelConfig& config);
+JournalShard commit_model_shard(const JobPlan& p, const SafetensorsModel& model);
 
 // Collective: every rank passes the entries it committed since the last call (serialised
 // with journal_shard_to_json, possibly none); rank 0 appends them to `journal` in rank order.

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Resume after SIGKILL (issue: resume and fault tolerance). For one schedule and rank count:
 # an uninterrupted reference run; then, for each kill point (during calibration, in the middle
-# of quantizing a layer, while a shard file is being written, after a shard is published but
-# before its journal line, after the last layer but before the manifest), a run killed there
-# and a --resume run. Every resumed checkpoint must be bit-identical to the reference (every
-# shard file byte for byte, every tensor through model.h5, the manifest up to timings), and
-# the resumed run must redo exactly the shards the journal did not commit. Prints the work
-# each resume did as a fraction of the whole job.
+# of quantizing a layer, while a shard file is being written, after a shard's commit record
+# but before its rename, after a shard is published but before its journal line, after the
+# last layer but before the manifest), a run killed there and a --resume run. Every resumed
+# checkpoint must be bit-identical to the reference (every shard file byte for byte, every
+# tensor through model.h5, the manifest up to timings), and the resumed run must redo exactly
+# the shards that are neither journalled nor published with a matching commit record (those
+# it adopts). Prints the work each resume did as a fraction of the whole job.
 # usage: resume.sh sequential|pipeline NP
 set -euo pipefail
 : "${SHARDQ_BIN:?}" "${SHARDQ_SHARED:?}" "${SHARDQ_SOURCE:?}"
@@ -47,33 +48,51 @@ $py -c "import sys; sys.exit(0 if abs($fraction - 1.0) < 1e-9 else 1)" || { echo
 # Kill points (common/fault.hpp): point:rank:index. rank -1 = whichever rank gets there.
 victim=$((np > 1 ? 1 : 0))
 if [ "$schedule" = sequential ]; then
-  points=("calibrate:$victim:2" "quantize:$victim:2" "shard_write:-1:3" "shard_closed:-1:1" "before_manifest:0:-1")
+  points=("calibrate:$victim:2" "quantize:$victim:2" "shard_write:-1:3" "commit_recorded:-1:2" "shard_closed:-1:1"
+          "before_manifest:0:-1")
 else
-  points=("micro_batch:0:1" "quantize:$victim:3" "shard_write:-1:3" "shard_closed:-1:1" "before_manifest:0:-1")
+  points=("micro_batch:0:1" "quantize:$victim:3" "shard_write:-1:3" "commit_recorded:-1:2" "shard_closed:-1:1"
+          "before_manifest:0:-1")
 fi
 
-printf '%-22s %-9s %-16s %s\n' "killed at" "exit" "shards reused" "work on resume / whole job"
+printf '%-22s %-9s %-16s %-10s %s\n' "killed at" "exit" "shards reused" "adopted" "work on resume / whole job"
 for point in "${points[@]}"; do
   out="$work/${point//[:-]/_}"
   rc=0
   SHARDQ_FAULT="$point:kill" quantize "$np" "$out" >/dev/null 2>"$out.kill.err" || rc=$?
   [ "$rc" -ne 0 ] || { echo "$point: the job did not die"; exit 1; }
   [ ! -e "$out/manifest.json" ] || { echo "$point: a manifest claims completion after the kill"; exit 1; }
-  # What the journal committed before the kill; the resume must redo exactly the rest.
-  committed=$($py -c "
-import json, sys
+  # What the journal committed before the kill, and the published shards it lacks whose
+  # commit record matches the file; the resume must adopt those and redo exactly the rest.
+  read -r committed adoptable <<<"$($py -c "
+import hashlib, json, os
 lines = open('$out/journal.jsonl').read().split('\n')
-print(' '.join(sorted({str(json.loads(l)['entry']['shard']['index']) for l in lines[1:] if l and 'shard' in json.loads(l)['entry']}, key=int)))")
+journalled = {json.loads(l)['entry']['shard']['index'] for l in lines[1:] if l and 'shard' in json.loads(l)['entry']}
+def published(i):
+    shard, record = '$out/shard-%05d.h5' % i, '$out/shard-%05d.h5.commit.json' % i
+    if i in journalled or not (os.path.exists(shard) and os.path.exists(record)): return False
+    return json.load(open(record))['shard']['sha256'] == hashlib.sha256(open(shard, 'rb').read()).hexdigest()
+print(','.join(map(str, sorted(journalled))) or '-', ','.join(str(i) for i in range(6) if published(i)) or '-')")"
   "$SHARDQ_BIN" inspect --verify "$out" >/dev/null 2>&1 && { echo "$point: verify accepts an unfinished checkpoint"; exit 1; }
+  # Killed right after a publication, the shard the journal lacks must be adoptable.
+  [[ $point != shard_closed* || $adoptable != - ]] || { echo "$point: no published shard to adopt"; exit 1; }
+  [[ $point != commit_recorded* || ! -e "$out/shard-00002.h5" ]] || { echo "$point: shard 2 published before the kill"; exit 1; }
 
   quantize "$np" "$out" --resume >/dev/null 2>"$out.resume.err" || { echo "$point: resume failed"; cat "$out.resume.err"; exit 1; }
-  redo=$(grep '"event":"resume"' "$out.resume.err" | $py -c 'import json,sys; print(" ".join(map(str, json.loads(sys.stdin.read())["shards_redo"])))')
-  expect=$($py -c "c=set('$committed'.split()); print(' '.join(str(i) for i in range(6) if str(i) not in c))")
-  [ "$redo" = "$expect" ] || { echo "$point: resume redid shards [$redo], the journal lacked [$expect]"; exit 1; }
+  read -r redo adopted <<<"$(grep '"event":"resume"' "$out.resume.err" | $py -c '
+import json, sys
+e = json.loads(sys.stdin.read())
+print(",".join(map(str, e["shards_redo"])) or "-", ",".join(map(str, e["shards_adopted"])) or "-")')"
+  expect=$($py -c "
+skip = set('$committed,$adoptable'.split(','))
+print(','.join(str(i) for i in range(6) if str(i) not in skip) or '-')")
+  [ "$redo" = "$expect" ] || { echo "$point: resume redid shards [$redo], expected [$expect] (journal [$committed], adoptable [$adoptable])"; exit 1; }
+  [ "$adopted" = "$adoptable" ] || { echo "$point: resume adopted [$adopted], expected [$adoptable]"; exit 1; }
   read -r reused fraction <<<"$(work_of "$out.resume.err")"
-  printf '%-22s %-9s %-16s %.3f\n' "$point" "$rc" "$reused/6" "$fraction"
+  printf '%-22s %-9s %-16s %-10s %.3f\n' "$point" "$rc" "$reused/6" "$adopted" "$fraction"
 
   "$SHARDQ_BIN" inspect --verify "$out" >/dev/null
+  ! ls "$out" | grep -q 'commit.json$' || { echo "$point: the finished job left commit records"; ls "$out"; exit 1; }
   for f in "$work/ref"/shard-*.h5; do
     cmp -s "$f" "$out/$(basename "$f")" || { echo "$point: $(basename "$f") differs from the uninterrupted run"; exit 1; }
   done

@@ -125,6 +125,42 @@ TEST(Journal, EntryNamingAPathOutsideTheDirectoryIsRefused) {
   EXPECT_THROW(journal_shard_from_json(journal_shard_to_json(s), "test"), io_error);
 }
 
+TEST(CommitRecord, ReadsBackOnlyForTheJobAndFileItNames) {
+  TempDir dir;
+  const JournalShard s = make_shard(dir.path(), 1, {1}, "layer one");
+  commit_record_write(dir.path(), s, "identity-a");
+  EXPECT_TRUE(std::filesystem::is_regular_file(dir / "shard-00001.h5.commit.json"));
+  const std::optional<JournalShard> back = commit_record_read(dir.path(), s.file, "identity-a");
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(journal_shard_to_json(*back), journal_shard_to_json(s));
+  // Another job's record, or a record read for another file: the shard is not this job's.
+  EXPECT_FALSE(commit_record_read(dir.path(), s.file, "identity-b").has_value());
+  std::filesystem::copy_file(dir / "shard-00001.h5.commit.json", dir / "shard-00002.h5.commit.json");
+  EXPECT_FALSE(commit_record_read(dir.path(), "shard-00002.h5", "identity-a").has_value());
+  EXPECT_FALSE(commit_record_read(dir.path(), "shard-00003.h5", "identity-a").has_value());  // no record
+  commit_record_remove(dir.path(), s.file);
+  commit_record_remove(dir.path(), s.file);  // already gone: nothing to do
+  EXPECT_FALSE(commit_record_read(dir.path(), s.file, "identity-a").has_value());
+}
+
+TEST(CommitRecord, DamagedOrForeignRecordIsNotTrusted) {
+  TempDir dir;
+  const JournalShard s = make_shard(dir.path(), 1, {1}, "layer one");
+  commit_record_write(dir.path(), s, "identity-a");
+  const std::filesystem::path record = dir / "shard-00001.h5.commit.json";
+  std::string text;
+  {
+    std::ifstream in(record);
+    std::getline(in, text);
+  }
+  for (const std::string& bad : {text.substr(0, text.size() / 2), std::string("[1, 2]"), std::string("{\"shard\": 5}"),
+                                 std::string("{\"identity_sha256\": 7, \"shard\": {}}"),
+                                 json{{"identity_sha256", "identity-a"}, {"shard", {{"index", 1}}}}.dump()}) {
+    std::ofstream(record, std::ios::trunc) << bad;
+    EXPECT_FALSE(commit_record_read(dir.path(), s.file, "identity-a").has_value()) << bad;
+  }
+}
+
 TEST(CheckpointVerify, FindsDamagedDeletedAndUncommittedShards) {
   TempDir dir;
   {
