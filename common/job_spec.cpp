@@ -2,12 +2,15 @@
 
 #include <algorithm>
 #include <fstream>
+#include <limits>
 #include <set>
+#include <sstream>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
 #include "common/error.hpp"
+#include "common/json_text.hpp"
 
 namespace shardq {
 namespace {
@@ -40,23 +43,31 @@ class ObjectReader {
   template <typename T>
   static T convert(const json& v, const std::string& field) {
     if constexpr (std::is_same_v<T, bool>) {
-      if (!v.is_boolean()) throw spec_error(field, fmt::format("must be true or false, got {}", v.dump()));
+      if (!v.is_boolean()) throw spec_error(field, fmt::format("must be true or false, got {}", json_shown(v)));
       return v.get<bool>();
     } else if constexpr (std::is_integral_v<T>) {
-      if (!v.is_number_integer()) throw spec_error(field, fmt::format("must be an integer, got {}", v.dump()));
-      if (v.is_number_unsigned()) return static_cast<T>(v.get<uint64_t>());
+      if (!v.is_number_integer()) throw spec_error(field, fmt::format("must be an integer, got {}", json_shown(v)));
+      // nlohmann keeps every non-negative integer as uint64_t: check against T's range both
+      // ways, or 4294967300 would become bits 4.
+      if (v.is_number_unsigned()) {
+        const uint64_t x = v.get<uint64_t>();
+        if (x > static_cast<uint64_t>(std::numeric_limits<T>::max()))
+          throw spec_error(field, fmt::format("out of range: {} (at most {})", x, std::numeric_limits<T>::max()));
+        return static_cast<T>(x);
+      }
       const int64_t x = v.get<int64_t>();
       if constexpr (std::is_unsigned_v<T>) {
         if (x < 0) throw spec_error(field, fmt::format("must not be negative, got {}", x));
+      } else {
+        if (x < static_cast<int64_t>(std::numeric_limits<T>::min()))
+          throw spec_error(field, fmt::format("out of range: {} (at least {})", x, std::numeric_limits<T>::min()));
       }
-      if (x < static_cast<int64_t>(std::numeric_limits<int>::min()) && sizeof(T) <= 4)
-        throw spec_error(field, fmt::format("out of range: {}", x));
       return static_cast<T>(x);
     } else if constexpr (std::is_floating_point_v<T>) {
-      if (!v.is_number()) throw spec_error(field, fmt::format("must be a number, got {}", v.dump()));
+      if (!v.is_number()) throw spec_error(field, fmt::format("must be a number, got {}", json_shown(v)));
       return v.get<T>();
     } else if constexpr (std::is_same_v<T, std::string>) {
-      if (!v.is_string()) throw spec_error(field, fmt::format("must be a string, got {}", v.dump()));
+      if (!v.is_string()) throw spec_error(field, fmt::format("must be a string, got {}", json_shown(v)));
       return v.get<std::string>();
     } else {
       static_assert(sizeof(T) == 0, "unsupported type");
@@ -359,13 +370,14 @@ json job_spec_to_json(const JobSpec& s) {
 }
 
 json job_spec_read_file(const std::filesystem::path& path) {
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   if (!in) throw io_error(fmt::format("cannot read job spec '{}'", path.string()));
-  try {
-    return json::parse(in);
-  } catch (const json::parse_error& e) {
-    throw spec_error("config", fmt::format("'{}' is not valid JSON: {}", path.string(), e.what()));
-  }
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string why;
+  json j = parse_json_text(text.str(), why);
+  if (j.is_discarded()) throw spec_error("config", fmt::format("'{}' is not valid JSON: {}", path.string(), why));
+  return j;
 }
 
 void job_spec_check_paths(const JobSpec& s, bool force) {

@@ -9,6 +9,7 @@
 #include "common/atomic_file.hpp"
 #include "common/checkpoint_journal.hpp"
 #include "common/error.hpp"
+#include "common/json_text.hpp"
 
 namespace shardq {
 
@@ -288,11 +289,10 @@ nlohmann::json manifest_read_json(const std::filesystem::path& path, std::string
   std::stringstream text;
   text << in.rdbuf();
   if (source) *source = "'" + file.string() + "'";
-  try {
-    return json::parse(text.str());
-  } catch (const json::parse_error& e) {
-    throw io_error(fmt::format("'{}' is not valid JSON: {}", file.string(), e.what()));
-  }
+  std::string why;
+  json j = parse_json_text(text.str(), why);
+  if (j.is_discarded()) throw io_error(fmt::format("'{}' is not valid JSON: {}", file.string(), why));
+  return j;
 }
 
 Manifest manifest_read(const std::filesystem::path& path) {

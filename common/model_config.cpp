@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "common/error.hpp"
+#include "common/json_text.hpp"
 
 namespace shardq {
 namespace {
@@ -49,17 +50,17 @@ class Reader {
   }
   float optional_float(const std::string& key, float fallback) const {
     if (!has(key)) return fallback;
-    if (!j_[key].is_number()) throw error(key, fmt::format("must be a number, got {}", j_[key].dump()));
+    if (!j_[key].is_number()) throw error(key, fmt::format("must be a number, got {}", json_shown(j_[key])));
     return j_[key].get<float>();
   }
   bool optional_bool(const std::string& key, bool fallback) const {
     if (!has(key)) return fallback;
-    if (!j_[key].is_boolean()) throw error(key, fmt::format("must be true or false, got {}", j_[key].dump()));
+    if (!j_[key].is_boolean()) throw error(key, fmt::format("must be true or false, got {}", json_shown(j_[key])));
     return j_[key].get<bool>();
   }
   std::string optional_string(const std::string& key, const std::string& fallback) const {
     if (!has(key)) return fallback;
-    if (!j_[key].is_string()) throw error(key, fmt::format("must be a string, got {}", j_[key].dump()));
+    if (!j_[key].is_string()) throw error(key, fmt::format("must be a string, got {}", json_shown(j_[key])));
     return j_[key].get<std::string>();
   }
   // bos/eos ids: an integer, or a list whose first entry is used (Llama 3 lists several eos).
@@ -75,7 +76,7 @@ class Reader {
 
  private:
   int to_int(const std::string& key, const json& v) const {
-    if (!v.is_number_integer()) throw error(key, fmt::format("must be an integer, got {}", v.dump()));
+    if (!v.is_number_integer()) throw error(key, fmt::format("must be an integer, got {}", json_shown(v)));
     const int64_t x = v.get<int64_t>();
     if (x < std::numeric_limits<int>::min() || x > std::numeric_limits<int>::max()) {
       throw error(key, fmt::format("is out of range: {}", x));
@@ -103,7 +104,7 @@ ModelConfig model_config_from_json(const nlohmann::json& j, const std::string& c
   if (r.has("architectures")) {
     const json& a = r.get("architectures");
     if (!a.is_array() || a.empty() || !a[0].is_string()) {
-      throw r.error("architectures", fmt::format("must be a list of names, got {}", a.dump()));
+      throw r.error("architectures", fmt::format("must be a list of names, got {}", json_shown(a)));
     }
     c.architecture = a[0].get<std::string>();
   } else if (r.has("model_type")) {
@@ -172,7 +173,7 @@ ModelConfig model_config_from_json(const nlohmann::json& j, const std::string& c
     const std::string type = s.is_object() && s.contains("rope_type") && s["rope_type"].is_string()
                                  ? s["rope_type"].get<std::string>()
                              : s.is_object() && s.contains("type") && s["type"].is_string() ? s["type"].get<std::string>()
-                                                                                               : s.dump();
+                                                                                               : json_shown(s);
     throw r.unsupported("rope_scaling", fmt::format("type '{}' is not supported (only null)", type));
   }
   if (c.model_type == "qwen2") {
@@ -214,8 +215,9 @@ ModelConfig model_config_load(const std::filesystem::path& model_dir) {
   if (!in) throw io_error(fmt::format("config.json ({}): cannot be read", path.string()));
   std::stringstream text;
   text << in.rdbuf();
-  const json j = json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) throw io_error(fmt::format("config.json ({}): not valid JSON", path.string()));
+  std::string why;
+  const json j = parse_json_text(text.str(), why);
+  if (j.is_discarded()) throw io_error(fmt::format("config.json ({}): not valid JSON ({})", path.string(), why));
   return model_config_from_json(j, path.string());
 }
 

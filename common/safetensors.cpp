@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.hpp"
+#include "common/json_text.hpp"
 #include "common/mapped_file.hpp"
 
 namespace shardq {
@@ -126,15 +127,16 @@ SafetensorsModel::SafetensorsModel(const std::filesystem::path& dir) : dir_(dir)
     if (!in) throw io_error(fmt::format("cannot read {}", where));
     std::stringstream text;
     text << in.rdbuf();
-    const nlohmann::json index = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
-    if (index.is_discarded()) throw io_error(fmt::format("{}: not valid JSON", where));
+    std::string why;
+    const nlohmann::json index = parse_json_text(text.str(), why);
+    if (index.is_discarded()) throw io_error(fmt::format("{}: not valid JSON ({})", where, why));
     if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object()) {
       throw io_error(fmt::format("{}: expected an object with a \"weight_map\" object", where));
     }
     for (const auto& [tensor, file] : index["weight_map"].items()) {
       if (!file.is_string() || !is_plain_file_name(file.get<std::string>())) {
         throw io_error(fmt::format("{}: weight_map entry '{}' must be a file name in the model directory, got {}",
-                                   where, tensor, file.dump()));
+                                   where, tensor, json_shown(file)));
       }
       weight_map_[tensor] = file.get<std::string>();
     }

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.hpp"
+#include "common/json_text.hpp"
 #include "common/safetensors.hpp"
 
 namespace shardq {
@@ -14,19 +15,6 @@ namespace {
 
 using json = nlohmann::json;
 
-std::string_view json_kind(const json& j) {
-  switch (j.type()) {
-    case json::value_t::null: return "null";
-    case json::value_t::object: return "an object";
-    case json::value_t::array: return "an array";
-    case json::value_t::string: return "a string";
-    case json::value_t::boolean: return "a boolean";
-    case json::value_t::number_integer:
-    case json::value_t::number_unsigned: return "an integer";
-    case json::value_t::number_float: return "a float";
-    default: return "a value of another type";
-  }
-}
 
 TensorInfo parse_entry(const std::string& name, const json& entry, uint64_t data_size,
                        const std::string& context) {
@@ -103,8 +91,9 @@ TensorInfo parse_entry(const std::string& name, const json& entry, uint64_t data
 std::map<std::string, TensorInfo> safetensors_parse_header(std::string_view header_json, uint64_t data_size,
                                                            const std::string& context,
                                                            std::map<std::string, std::string>* metadata) {
-  const json header = json::parse(header_json.begin(), header_json.end(), nullptr, /*allow_exceptions=*/false);
-  if (header.is_discarded()) throw io_error(fmt::format("{}: header is not valid JSON", context));
+  std::string why;
+  const json header = parse_json_text(header_json, why);
+  if (header.is_discarded()) throw io_error(fmt::format("{}: header is not valid JSON ({})", context, why));
   if (!header.is_object()) {
     throw io_error(fmt::format("{}: header is {}, expected a JSON object", context, json_kind(header)));
   }

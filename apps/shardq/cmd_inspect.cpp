@@ -22,6 +22,7 @@
 #include "common/checkpoint.hpp"
 #include "common/checkpoint_verify.hpp"
 #include "common/error.hpp"
+#include "common/json_text.hpp"
 #include "common/manifest.hpp"
 
 namespace shardq::app {
@@ -36,11 +37,9 @@ std::string inspect_report(const std::filesystem::path& path, bool as_json) {
   if (!std::filesystem::is_directory(path) && path.extension() == ".h5") {
     source = "'" + path.string() + "' attribute manifest";
     const std::string text = CheckpointReader(path).manifest_json();
-    try {
-      j = nlohmann::json::parse(text);
-    } catch (const nlohmann::json::parse_error& e) {
-      throw io_error(fmt::format("{}: not valid JSON: {}", source, e.what()));
-    }
+    std::string why;
+    j = parse_json_text(text, why);
+    if (j.is_discarded()) throw io_error(fmt::format("{}: not valid JSON: {}", source, why));
   } else {
     j = manifest_read_json(path, &source);
   }

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.hpp"
+#include "common/json_text.hpp"
 
 namespace shardq::service {
 namespace fs = std::filesystem;
@@ -240,12 +241,9 @@ http_response Api::route(const http_request& req) const {
       for (const auto& j : jobs_.list()) list.push_back(job_view(j, false));
       return json_response(200, {{"jobs", list}}, req);
     }
-    json body;
-    try {
-      body = json::parse(req.body());
-    } catch (const json::parse_error& e) {
-      throw api_error(400, "invalid_json", fmt::format("the body is not valid JSON: {}", e.what()), "body");
-    }
+    std::string why;
+    const json body = parse_json_text(req.body(), why);
+    if (body.is_discarded()) throw api_error(400, "invalid_json", fmt::format("the body is not valid JSON: {}", why), "body");
     const auto f = t.query.find("force");
     const bool force = f != t.query.end() && (f->second == "true" || f->second == "1");
     const JobRecord job = jobs_.submit(body, force);

@@ -22,7 +22,7 @@ if(SHARDQ_CLANGXX AND SHARDQ_FUZZ_CLANG_OK)
   set(_fuzz_dir ${CMAKE_BINARY_DIR}/tests/fuzz)
   set(_fuzz_bin ${_fuzz_dir}/fuzz_safetensors_header)
   set(_fuzz_sources ${CMAKE_CURRENT_LIST_DIR}/fuzz_safetensors_header.cpp ${CMAKE_SOURCE_DIR}/common/safetensors_header.cpp
-                    ${CMAKE_SOURCE_DIR}/common/dtype.cpp ${CMAKE_SOURCE_DIR}/common/tensor.cpp)
+                    ${CMAKE_SOURCE_DIR}/common/json_text.cpp ${CMAKE_SOURCE_DIR}/common/dtype.cpp ${CMAKE_SOURCE_DIR}/common/tensor.cpp)
   set(_inc_json $<TARGET_PROPERTY:nlohmann_json::nlohmann_json,INTERFACE_INCLUDE_DIRECTORIES>)
   set(_inc_fmt $<TARGET_PROPERTY:fmt::fmt,INTERFACE_INCLUDE_DIRECTORIES>)
   add_custom_command(
@@ -32,6 +32,7 @@ if(SHARDQ_CLANGXX AND SHARDQ_FUZZ_CLANG_OK)
             "$<$<BOOL:${_inc_fmt}>:-I$<JOIN:${_inc_fmt},;-I>>" ${_fuzz_sources} -o ${_fuzz_bin}
     DEPENDS ${_fuzz_sources} ${CMAKE_SOURCE_DIR}/common/safetensors.hpp ${CMAKE_SOURCE_DIR}/common/dtype.hpp
             ${CMAKE_SOURCE_DIR}/common/error.hpp ${CMAKE_SOURCE_DIR}/common/tensor.hpp
+            ${CMAKE_SOURCE_DIR}/common/json_text.hpp
     COMMAND_EXPAND_LISTS VERBATIM
     COMMENT "Building fuzz_safetensors_header with ${SHARDQ_CLANGXX} (libFuzzer)")
   add_custom_target(fuzz_safetensors_header ALL DEPENDS ${_fuzz_bin})

@@ -90,6 +90,11 @@ case_errors() {
   expect_error 400 quant.bits "$("$PY" -c 'import json,sys; j=json.loads(sys.argv[1]); j["quant"]["bits"]=5; print(json.dumps(j))' "$spec")"
   expect_error 400 calibration.samples "$("$PY" -c 'import json,sys; j=json.loads(sys.argv[1]); j["calibration"]["samples"]=-3; print(json.dumps(j))' "$spec")"
   expect_error 400 model "$("$PY" -c 'import json,sys; j=json.loads(sys.argv[1]); j["model"]=sys.argv[2]; print(json.dumps(j))' "$spec" "$work/data/nothing")"
+  # Integers past the field's type are refused, not wrapped (2^32 + 4 is not bits 4).
+  expect_error 400 quant.bits "$("$PY" -c 'import json,sys; j=json.loads(sys.argv[1]); j["quant"]["bits"]=2**32+4; print(json.dumps(j))' "$spec")"
+  # Nesting no spec has is refused at the parse (printing or copying it recursed once per level).
+  expect_error 400 body "{\"model\": $(printf '[%.0s' {1..2000})$(printf ']%.0s' {1..2000})}"
+  grep -q 'nested deeper than' <<<"$body" || fail "deep nesting: $body"
   # 403: outside the data roots, by absolute path, ../ and symlinks (dir and file).
   mkdir -p "$work/outside" && cp -r "$work/data/stories" "$work/outside/model"
   ln -s "$work/outside" "$work/data/link"

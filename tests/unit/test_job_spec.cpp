@@ -86,12 +86,36 @@ TEST(JobSpec, ErrorsNameTheField) {
   EXPECT_EQ(field_of(with("/precision/overrides", json{{"model.*", {{"bits", 5}}}})), "precision.overrides.model.*.bits");
   EXPECT_EQ(field_of(with("/precision/overrides", json{{"model.*", {{"bitz", 4}}}})), "precision.overrides.model.*.bitz");
   EXPECT_EQ(field_of(json::array()), "spec");
+  // Integers beyond the field's type are refused, not wrapped (4294967300 would be bits 4).
+  EXPECT_EQ(field_of(with("/quant/bits", 4294967300ULL)), "quant.bits");
+  EXPECT_EQ(field_of(with("/quant/group_size", 4294967295ULL)), "quant.group_size");
+  EXPECT_EQ(field_of(with("/calibration/samples", 4294967312ULL)), "calibration.samples");
+  EXPECT_EQ(field_of(with("/calibration/seq_len", -4294967296LL)), "calibration.seq_len");
   // nf4 and int8 have their own widths.
   json nf4 = with("/quant/method", "nf4");
   EXPECT_EQ(field_of(nf4), "<accepted>");
   EXPECT_EQ(job_spec_from_json(nf4).quant.group_size, 64);
   nf4["quant"]["bits"] = 3;
   EXPECT_EQ(field_of(nf4), "quant.bits");
+}
+
+TEST(JobSpec, ErrorMessagesShowScalarsAndNameStructures) {
+  auto message = [](const json& j) {
+    try {
+      job_spec_from_json(j);
+    } catch (const spec_error& e) {
+      return std::string(e.what());
+    }
+    return std::string("<accepted>");
+  };
+  json j = minimal();
+  j["model"] = json::array({json::array({1, 2})});
+  EXPECT_NE(message(j).find("must be a string, got an array"), std::string::npos) << message(j);
+  j["model"] = 7;
+  EXPECT_NE(message(j).find("got 7"), std::string::npos) << message(j);
+  j = minimal();
+  j["quant"] = {{"sym", std::string(10000, 'x')}};
+  EXPECT_LT(message(j).size(), 200u) << message(j);
 }
 
 TEST(JobSpec, LayerRangesAndGlobs) {
