@@ -1,8 +1,15 @@
 // The REST API of `shardq serve` (see api.hpp).
 #include "coordinator/service/api.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cctype>
+#include <cerrno>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -85,6 +92,31 @@ http_response json_response(unsigned status, const json& body, const http_reques
   return make_response(status, body.dump() + "\n", "application/json", req);
 }
 
+// The manifest a job's output holds: a regular file, not followed through a symlink, never
+// a FIFO or device that would block or stream forever on an HTTP thread, and of sane size
+// (a 400B model's manifest is under 1 MB).
+constexpr int64_t max_manifest_bytes = int64_t{64} << 20;
+
+std::optional<std::string> read_manifest_file(const fs::path& file) {
+  const int fd = ::open(file.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  std::optional<std::string> out;
+  struct stat st {};
+  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size <= max_manifest_bytes) {
+    std::string text(static_cast<size_t>(st.st_size), '\0');
+    size_t done = 0;
+    while (done < text.size()) {
+      const ssize_t n = ::read(fd, text.data() + done, text.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      done += static_cast<size_t>(n);
+    }
+    if (done == text.size()) out = std::move(text);
+  }
+  ::close(fd);
+  return out;
+}
+
 std::string read_tail(const fs::path& file, int64_t max_bytes) {
   std::ifstream in(file, std::ios::binary);
   if (!in) return {};
@@ -128,8 +160,10 @@ bool token_equal(std::string_view a, std::string_view b) {
 }
 
 void Metrics::record(std::string_view method, std::string_view route, unsigned status, double seconds) {
+  // Only the methods HTTP defines become labels: a client inventing names must not add series.
+  const bool known = http::string_to_verb({method.data(), method.size()}) != http::verb::unknown;
   std::lock_guard lock(mutex_);
-  ++requests_[{std::string(method), std::string(route), status}];
+  ++requests_[{known ? std::string(method) : std::string("other"), std::string(route), status}];
   auto& b = buckets_[std::string(route)];
   b.resize(std::size(bounds_), 0);
   for (size_t i = 0; i < std::size(bounds_); ++i)
@@ -192,8 +226,11 @@ bool Api::authorized(const http_request& req) const {
   const auto it = req.find(http::field::authorization);
   if (it == req.end()) return false;
   const std::string_view value(it->value().data(), it->value().size());
-  constexpr std::string_view scheme = "Bearer ";
-  if (value.size() <= scheme.size() || value.substr(0, scheme.size()) != scheme) return false;
+  // The scheme name is case-insensitive (RFC 7235 section 2.1).
+  constexpr std::string_view scheme = "bearer ";
+  if (value.size() <= scheme.size()) return false;
+  for (size_t i = 0; i < scheme.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(value[i])) != scheme[i]) return false;
   const std::string_view token = value.substr(scheme.size());
   bool ok = false;
   for (const auto& t : tokens_) ok |= token_equal(token, t);
@@ -265,11 +302,13 @@ http_response Api::route(const http_request& req) const {
   if (s[3] == "manifest") {
     allow({http::verb::get});
     const fs::path manifest = fs::path(job->spec.value("output", "")) / "manifest.json";
-    std::ifstream in(manifest, std::ios::binary);
-    if (!in) throw api_error(404, "not_ready", fmt::format("job {} has not written '{}' yet", id, manifest.string()));
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    return make_response(200, ss.str(), "application/json", req);
+    // Until the job has succeeded, a manifest in its output is an earlier job's.
+    if (job->state != job_state::succeeded)
+      throw api_error(404, "not_ready", fmt::format("job {} is {}: its manifest exists once it has succeeded", id,
+                                                    job_state_name(job->state)));
+    std::optional<std::string> text = read_manifest_file(manifest);
+    if (!text) throw api_error(404, "not_found", fmt::format("'{}' is gone or not a regular file", manifest.string()));
+    return make_response(200, std::move(*text), "application/json", req);
   }
   if (s[3] == "log") {
     allow({http::verb::get});

@@ -41,6 +41,10 @@ bool inside(const fs::path& path, const fs::path& root) {
   return true;
 }
 
+// Two jobs' outputs collide when one is the other or holds it (both resolved by
+// resolve_in_data_roots).
+bool outputs_overlap(const fs::path& a, const fs::path& b) { return inside(a, b) || inside(b, a); }
+
 // Complete lines of `file` after byte `offset`; advances offset past them.
 std::vector<json> progress_read(const fs::path& file, uint64_t& offset) {
   std::vector<json> out;
@@ -99,8 +103,10 @@ fs::path resolve_in_data_roots(const std::string& path, const std::string& field
   if (p.is_relative()) p = roots.front() / p;
   // weakly_canonical resolves the symlinks of the part that exists and removes "..";
   // a symlink that points outside (or a ".." that climbs out) fails the prefix test.
-  const fs::path canonical = fs::weakly_canonical(p, ec);
+  fs::path canonical = fs::weakly_canonical(p, ec);
   if (ec) throw api_error(403, "forbidden_path", fmt::format("'{}' cannot be resolved: {}", path, ec.message()), field);
+  // weakly_canonical keeps the "/" of "out/" when out does not exist yet: one name per directory.
+  if (!canonical.has_filename() && canonical.has_relative_path()) canonical = canonical.parent_path();
   for (const auto& root : roots)
     if (inside(canonical, root)) return canonical;
   throw api_error(403, "forbidden_path", fmt::format("'{}' resolves to '{}', outside the data roots", path, canonical.string()),
@@ -110,8 +116,9 @@ fs::path resolve_in_data_roots(const std::string& path, const std::string& field
 JobManager::JobManager(ServiceConfig config) : config_(std::move(config)) {
   for (auto& root : config_.data_roots) {
     std::error_code ec;
-    root = fs::canonical(root, ec);
+    fs::path resolved = fs::canonical(root, ec);
     if (ec) throw io_error(fmt::format("data root '{}': {}", root.string(), ec.message()));
+    root = std::move(resolved);
   }
   fs::create_directories(config_.state_dir / "jobs");
   launchers_[config_.launcher.kind] = launcher_create(config_.launcher);
@@ -139,6 +146,9 @@ void JobManager::recover() {
     if (!in) continue;
     try {
       JobRecord job = job_record_from_json(json::parse(in));
+      // Every view of a job reads its spec: a record whose spec does not parse would fail
+      // each listing, submission and supervisor pass, so it is skipped like an unreadable one.
+      job_spec_from_json(job.spec);
       if (job.state == job_state::running && !job.launcher_info.contains("pid") &&
           !job.launcher_info.contains("slurm_job_id")) {
         job.state = job_state::queued;  // the service stopped between choosing and launching it
@@ -195,8 +205,10 @@ JobRecord JobManager::submit(const json& body, bool force) {
   {
     std::lock_guard lock(mutex_);
     for (const auto& [id, other] : jobs_) {
-      if (!job_state_final(other.state) && other.spec.value("output", "") == spec.output)
-        throw api_error(409, "output_in_use", fmt::format("job {} is already writing '{}'", id, spec.output), "output");
+      if (!job_state_final(other.state) && outputs_overlap(other.spec.value("output", ""), spec.output))
+        throw api_error(409, "output_in_use",
+                        fmt::format("job {} is writing '{}', which is or holds '{}'", id, other.spec.value("output", ""),
+                                    spec.output), "output");
     }
     do job.id = new_job_id();
     while (jobs_.count(job.id));
@@ -257,7 +269,8 @@ JobRecord JobManager::resume(const std::string& id) {
     if (job.state != job_state::failed && job.state != job_state::cancelled)
       throw api_error(409, "conflict", fmt::format("job {} is {}; only failed or cancelled jobs resume", id, job_state_name(job.state)));
     for (const auto& [other_id, other] : jobs_) {
-      if (other_id != id && !job_state_final(other.state) && other.spec.value("output", "") == job.spec.value("output", ""))
+      if (other_id != id && !job_state_final(other.state) &&
+          outputs_overlap(other.spec.value("output", ""), job.spec.value("output", "")))
         throw api_error(409, "output_in_use", fmt::format("job {} is writing the same output", other_id), "output");
     }
     job.spec["resume"] = true;
@@ -315,38 +328,47 @@ void JobManager::poll_running() {
   // Launchers run commands (squeue, scancel) and read files: outside the lock, then the
   // fields the supervisor owns are merged into the current record.
   for (JobRecord& job : running) {
-    Launcher* launcher = launcher_for(job.launcher);
-    const JobPaths p = paths(job.id);
-    json info_update = json::object();
-    LaunchPoll poll;
-    if (!launcher) {
-      poll.finished = true;
-      poll.detail = fmt::format("this service runs without the {} launcher the job was started with", job.launcher);
-    } else {
-      if (job.cancel_requested) {
-        info_update = launcher->cancel(job);
-        job.launcher_info.update(info_update);
-      }
-      poll = launcher->poll(job, p);
-      info_update.update(poll.info_update);
+    // One job's failure (a launcher command, a full disk at save) must not stop the others'.
+    try {
+      poll_one(job);
+    } catch (const std::exception& e) {
+      spdlog::error("{}", json{{"event", "supervisor_error"}, {"id", job.id}, {"error", one_line(e.what())}}.dump());
     }
-    for (const auto& ev : progress_read(p.progress, job.progress_offset)) progress_apply(job, ev);
-
-    std::lock_guard lock(mutex_);
-    auto it = jobs_.find(job.id);
-    if (it == jobs_.end() || it->second.state != job_state::running) continue;
-    JobRecord& cur = it->second;
-    const bool changed = cur.progress_offset != job.progress_offset || !info_update.empty() || poll.finished ||
-                         cur.cancel_requested != job.cancel_requested;
-    cur.launcher_info.update(info_update);
-    cur.phase = job.phase;
-    cur.layers_done = job.layers_done;
-    cur.layers_total = job.layers_total;
-    cur.eta_s = job.eta_s;
-    cur.progress_offset = job.progress_offset;
-    if (poll.finished) finish(cur, poll);
-    if (changed) save(cur);
   }
+}
+
+void JobManager::poll_one(JobRecord& job) {
+  Launcher* launcher = launcher_for(job.launcher);
+  const JobPaths p = paths(job.id);
+  json info_update = json::object();
+  LaunchPoll poll;
+  if (!launcher) {
+    poll.finished = true;
+    poll.detail = fmt::format("this service runs without the {} launcher the job was started with", job.launcher);
+  } else {
+    if (job.cancel_requested) {
+      info_update = launcher->cancel(job);
+      job.launcher_info.update(info_update);
+    }
+    poll = launcher->poll(job, p);
+    info_update.update(poll.info_update);
+  }
+  for (const auto& ev : progress_read(p.progress, job.progress_offset)) progress_apply(job, ev);
+
+  std::lock_guard lock(mutex_);
+  auto it = jobs_.find(job.id);
+  if (it == jobs_.end() || it->second.state != job_state::running) return;
+  JobRecord& cur = it->second;
+  const bool changed = cur.progress_offset != job.progress_offset || !info_update.empty() || poll.finished ||
+                       cur.cancel_requested != job.cancel_requested;
+  cur.launcher_info.update(info_update);
+  cur.phase = job.phase;
+  cur.layers_done = job.layers_done;
+  cur.layers_total = job.layers_total;
+  cur.eta_s = job.eta_s;
+  cur.progress_offset = job.progress_offset;
+  if (poll.finished) finish(cur, poll);
+  if (changed) save(cur);
 }
 
 void JobManager::finish(JobRecord& job, const LaunchPoll& poll) const {
@@ -358,7 +380,9 @@ void JobManager::finish(JobRecord& job, const LaunchPoll& poll) const {
   if (job.cancel_requested) {
     job.state = job_state::cancelled;
     job.error = "cancelled on request";
-  } else if (manifest && poll.exit_code.value_or(0) == 0) {
+  } else if (manifest && poll.exit_code == 0) {
+    // Only a known exit status 0 counts: a manifest beside a killed job is an earlier job's
+    // (quantize withdraws it only once its plan is made).
     job.state = job_state::succeeded;
     job.phase = "done";
     job.layers_done = job.layers_total;

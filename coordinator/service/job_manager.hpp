@@ -87,6 +87,7 @@ class JobManager {
   void save(const JobRecord& job) const;
   void supervise();
   void poll_running();
+  void poll_one(JobRecord& job);  // poll_running's work for one job
   void start_queued();
   void finish(JobRecord& job, const LaunchPoll& poll) const;
   Launcher* launcher_for(const std::string& kind);

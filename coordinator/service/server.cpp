@@ -7,6 +7,7 @@
 
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -105,7 +106,8 @@ class session : public std::enable_shared_from_this<session> {
 class listener : public std::enable_shared_from_this<listener> {
  public:
   listener(net::io_context& ioc, tcp::endpoint endpoint, const ServerConfig& config, const Api& api, Metrics& metrics)
-      : ioc_(ioc), acceptor_(net::make_strand(ioc)), config_(config), api_(api), metrics_(metrics) {
+      : ioc_(ioc), acceptor_(net::make_strand(ioc)), retry_(acceptor_.get_executor()), config_(config), api_(api),
+        metrics_(metrics) {
     beast::error_code ec;
     acceptor_.open(endpoint.protocol(), ec);
     if (!ec) acceptor_.set_option(net::socket_base::reuse_address(true), ec);
@@ -121,6 +123,7 @@ class listener : public std::enable_shared_from_this<listener> {
     net::post(acceptor_.get_executor(), [self = shared_from_this()] {
       beast::error_code ec;
       self->acceptor_.close(ec);
+      self->retry_.cancel();
     });
   }
 
@@ -131,6 +134,18 @@ class listener : public std::enable_shared_from_this<listener> {
 
   void on_accept(beast::error_code ec, tcp::socket socket) {
     if (ec == net::error::operation_aborted) return;
+    if (ec == net::error::no_descriptors || ec == net::error::no_buffer_space || ec == net::error::no_memory) {
+      // Out of file descriptors: accepting again at once fails again at once (a busy loop that
+      // logged 46 MB in 6 s). Wait for connections to close; log once per episode.
+      if (!accept_starved_) fail(ec, "accept");
+      accept_starved_ = true;
+      retry_.expires_after(std::chrono::milliseconds(100));
+      retry_.async_wait([self = shared_from_this()](beast::error_code wait_ec) {
+        if (!wait_ec) self->do_accept();
+      });
+      return;
+    }
+    accept_starved_ = false;
     if (ec) fail(ec, "accept");
     else std::make_shared<session>(std::move(socket), config_, api_, metrics_)->run();
     do_accept();
@@ -138,6 +153,8 @@ class listener : public std::enable_shared_from_this<listener> {
 
   net::io_context& ioc_;
   tcp::acceptor acceptor_;
+  net::steady_timer retry_;     // the next accept after running out of descriptors
+  bool accept_starved_ = false;
   const ServerConfig& config_;
   const Api& api_;
   Metrics& metrics_;

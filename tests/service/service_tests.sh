@@ -113,11 +113,21 @@ case_errors() {
   local rel_id; rel_id=$(jget "$body" 'j["id"]')
   # 409: a second active job on the same output; once done, a non-empty output needs ?force=true.
   expect_error 409 output "$(with "j['output']='rel_out'")"
+  # ... also when spelled with a trailing slash, and for an output inside it or holding it.
+  expect_error 409 output "$(with "j['output']='rel_out/'")"
+  expect_error 409 output "$(with "j['output']='rel_out/sub'")"
   wait_state "$rel_id" succeeded 120
   expect_error 400 output "$(with "j['output']='rel_out'")"
   api POST '/v1/jobs?force=true' --data-binary "$(with "j['output']='rel_out'")"; body=$BODY
   [ "$STATUS" = 201 ] || fail "force: $STATUS $body"
-  [ "$(jget "$(apib GET "/v1/jobs/$(jget "$body" 'j["id"]')")" 'j["force"]')" = True ] || fail "force flag"
+  local force_id; force_id=$(jget "$body" 'j["id"]')
+  [ "$(jget "$(apib GET "/v1/jobs/$force_id")" 'j["force"]')" = True ] || fail "force flag"
+  # Until it succeeds, the manifest in its output is the earlier job's: not served as its own.
+  api GET "/v1/jobs/$force_id/manifest"; body=$BODY
+  [ "$STATUS" = 404 ] && [ "$(jget "$body" 'j["error"]["code"]')" = not_ready ] || fail "unfinished job's manifest: $STATUS $body"
+  # The bearer scheme is case-insensitive (RFC 7235).
+  STATUS=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: bearer $TOKEN" "$BASE/v1/jobs")
+  [ "$STATUS" = 200 ] || fail "lower-case bearer answered $STATUS"
   # 401: no token, a wrong token, a wrong scheme, a prefix of the right token.
   for auth in "" "Authorization: Bearer wrong" "Authorization: Basic $TOKEN" "Authorization: Bearer ${TOKEN:0:6}"; do
     STATUS=$(curl -s -o "$work/r" -w '%{http_code}' ${auth:+-H "$auth"} "$BASE/v1/jobs")
@@ -148,7 +158,23 @@ s.sendall(b"GET /v1/jobs HTTP/1.1\r\nHost: x\r\n")
 assert s.recv(100) == b"", "the server answered a half request"
 PYEOF
   api GET /healthz; [ "$STATUS" = 200 ] || fail "after a slow client: $STATUS"
-  wait_state "$(jget "$(apib GET /v1/jobs)" 'j["jobs"][-1]["id"]')" succeeded 120
+  # Methods HTTP does not define are counted as "other", not as new metric series.
+  "$PY" - "$PORT" <<'PYEOF' || fail "invented method"
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"M123 /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+assert s.recv(100).startswith(b"HTTP/1.1 405"), "M123 was not refused"
+PYEOF
+  api GET /metrics
+  grep -q 'method="M123"' <<<"$BODY" && fail "an invented method became a label"
+  grep -q '^shardq_http_requests_total{method="other",route="/healthz",code="405"} 1$' <<<"$BODY" || fail "metrics: $BODY"
+  wait_state "$force_id" succeeded 120
+  api GET "/v1/jobs/$force_id/manifest"; [ "$STATUS" = 200 ] || fail "manifest of the forced job: $STATUS"
+  # The manifest is read only as a regular file in the output, never through a symlink.
+  mv "$work/data/rel_out/manifest.json" "$work/manifest.saved"
+  ln -s /etc/hostname "$work/data/rel_out/manifest.json"
+  api GET "/v1/jobs/$force_id/manifest"; body=$BODY
+  [ "$STATUS" = 404 ] || fail "manifest through a symlink: $STATUS $body"
 }
 
 case_concurrent() {
@@ -233,6 +259,17 @@ case_restart() {
   fi
   echo "c resumed (journal before: $had_journal): $(jget "$body" 'j["run"]["shards_reused"]') of" \
     "$(jget "$body" 'j["run"]["shards_total"]') shards reused, work fraction $(jget "$body" 'j["run"]["work_fraction"]')"
+  # A job killed over an output that holds an earlier job's manifest (force) ends failed: it
+  # left no exit status, and that manifest is not its own.
+  local d; d=$(submit "$(slow_spec "$work/data/out_b")" '?force=true')
+  for _ in $(seq 300); do
+    pgid=$(jget "$(apib GET "/v1/jobs/$d")" 'j["launcher"].get("pgid", "")')
+    [ -n "$pgid" ] && break; sleep 0.1
+  done
+  [ -n "$pgid" ] || fail "d never started"
+  kill -9 -- "-$pgid"
+  wait_state "$d" failed 30
+  api GET "/v1/jobs/$d/manifest"; [ "$STATUS" = 404 ] || fail "the killed job's manifest answered $STATUS"
 }
 
 case_cancel() {
