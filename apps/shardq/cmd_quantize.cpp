@@ -2,6 +2,7 @@
 // that mirror the job spec one to one (a flag overrides the same key of --config).
 // `mpirun -np N shardq quantize ...` is the distributed run; a single process is N = 1.
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -11,6 +12,7 @@
 
 #include "apps/shardq/command.hpp"
 #include "comm/comm.hpp"
+#include "common/error.hpp"
 #include "common/job_spec.hpp"
 #include "common/log.hpp"
 #include "coordinator/quantize_job.hpp"
@@ -89,7 +91,8 @@ void print_report(const json& report, const QuantizeFlags& f, bool dry_run) {
 }
 
 void run(const QuantizeFlags& f) {
-  MpiEnvironment mpi(nullptr, nullptr);
+  std::optional<MpiEnvironment> mpi;
+  mpi.emplace(nullptr, nullptr);
   auto comm = comm_create(f.comm.value_or("auto"));
   log_init("", comm->size() > 1 ? rank_label(*comm) : "");
   // One BLAS thread per rank when several ranks share a machine, unless told otherwise.
@@ -114,8 +117,16 @@ void run(const QuantizeFlags& f) {
     if (!failure.empty()) throw collective_error(failure);
     const json report = quantize_job_run(*comm, spec, options);
     if (comm->is_root()) print_report(report, f, f.dry_run);
-  } catch (const collective_error&) {
-    if (comm->is_root()) throw;
+  } catch (const collective_error& e) {
+    // Every rank holds the same error; rank 0 reports it, then every rank finalizes MPI before
+    // exiting. A rank that exits without MPI_Finalize makes mpirun kill the others at once,
+    // and rank 0 used to die in its own MPI_Finalize before main printed the line.
+    if (comm->is_root()) {
+      std::fprintf(stderr, "shardq quantize: error: %s\n", one_line(e.what()).c_str());
+      std::fflush(stderr);
+    }
+    comm.reset();
+    mpi.reset();
     std::exit(1);
   } catch (const std::exception& e) {
     if (comm->size() == 1) throw;

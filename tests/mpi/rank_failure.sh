@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A rank that dies (SIGKILL) or fails (an error) ends the whole job within seconds with a
-# clear message, and leaves no manifest that claims completion.
+# clear message, and leaves no manifest that claims completion; an error in the plan (every
+# rank has it) is printed once, under mpirun as without it.
 set -euo pipefail
 : "${SHARDQ_BIN:?}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -29,4 +30,16 @@ grep -qiE "signal 9|killed|exited on signal" "$work/kill_sequential.err" || { ec
 run throw_pipeline "layer_quantized:2:5:throw" pipeline
 grep -q "injected fault" "$work/throw_pipeline.err" || { echo "the failing rank's error is not reported"; exit 1; }
 grep -qE ":2: " "$work/throw_pipeline.err" || { echo "the message does not name host:rank"; exit 1; }
+# A user error found while planning: one line from rank 0, exit 1, the user's file intact.
+mkdir -p "$work/taken" && echo "notes" > "$work/taken/notes.txt"
+for np in 1 3; do
+  rc=0
+  timeout 120 mpirun --oversubscribe -np "$np" "$SHARDQ_BIN" quantize --model "$work/model" --output "$work/taken" \
+    --calibration "$work/tokens.bin" --calibration-format tokens --samples 4 --seq-len 64 --quiet 2>"$work/plan.err" || rc=$?
+  [ "$rc" = 1 ] || { echo "plan error under -np $np: exit $rc"; cat "$work/plan.err"; exit 1; }
+  [ "$(grep -c '^shardq quantize: error: output: ' "$work/plan.err")" = 1 ] ||
+    { echo "plan error under -np $np: not one error line"; cat "$work/plan.err"; exit 1; }
+  [ "$(cat "$work/taken/notes.txt")" = notes ] || { echo "the user's file changed"; exit 1; }
+  echo "plan error under -np $np: $(grep '^shardq' "$work/plan.err")"
+done
 echo ok
