@@ -92,12 +92,7 @@ JobPlan make_plan(const json& spec_json, const JobOptions& options, int n_ranks)
   p.config = model_config_load(p.spec.model);
   resolve_device(p);
   const SafetensorsModel model(p.spec.model);  // validates every header now
-  for (const auto& m : model_modules(p.config)) {
-    const auto& info = model.info(m.name + ".weight");
-    if (info.shape != std::vector<int64_t>{m.rows, m.cols})
-      throw io_error(fmt::format("tensor '{}.weight' in '{}' has shape {}, config.json implies [{}, {}]", m.name,
-                                 p.spec.model, shape_string(info.shape), m.rows, m.cols));
-  }
+  llama_tensors_check(model, p.config);          // and every tensor the job reads, by name, shape and dtype
   std::vector<double> costs(static_cast<size_t>(p.config.num_layers), static_cast<double>(p.config.layer_linear_params()));
   p.layers = plan_layers(costs, n_ranks);
   // Score-driven policies start from the base allocation; random needs no scores and is

@@ -2,6 +2,7 @@
 #include "worker/llama_weights.hpp"
 
 #include <cmath>
+#include <functional>
 #include <random>
 
 #include <fmt/format.h>
@@ -34,12 +35,34 @@ std::array<std::pair<const char*, Tensor*>, 7> LayerWeights::linears() {
 
 namespace {
 
-Tensor load_checked(const SafetensorsModel& model, const std::string& name, std::vector<int64_t> shape) {
+// Where the tensors of a layer or of the model come from: `read(name, shape)` returns the
+// tensor the config says has that shape. Loading and the up-front check (llama_tensors_check)
+// walk the same names through the same code.
+using TensorRead = std::function<Tensor(const std::string& name, const std::vector<int64_t>& shape)>;
+
+const TensorInfo& checked_info(const SafetensorsModel& model, const std::string& name, const std::vector<int64_t>& shape) {
   const TensorInfo& info = model.info(name);
   if (info.shape != shape)
     throw io_error(fmt::format("tensor '{}' in '{}' has shape {}, the config implies {}", name, info.file,
                                shape_string(info.shape), shape_string(shape)));
-  return model.load_fp32(name);
+  if (info.type != dtype::f32 && info.type != dtype::f16 && info.type != dtype::bf16)
+    throw io_error(fmt::format("tensor '{}' in '{}' is {}, not a floating-point weight type (F32, F16, BF16)", name,
+                               info.file, dtype_name(info.type)));
+  return info;
+}
+
+TensorRead loader(const SafetensorsModel& model) {
+  return [&model](const std::string& name, const std::vector<int64_t>& shape) {
+    checked_info(model, name, shape);
+    return model.load_fp32(name);
+  };
+}
+
+TensorRead checker(const SafetensorsModel& model) {
+  return [&model](const std::string& name, const std::vector<int64_t>& shape) {
+    checked_info(model, name, shape);
+    return Tensor();
+  };
 }
 
 // The model's config and selected layer range, no tensors yet.
@@ -59,41 +82,61 @@ void check_range(const ModelConfig& config, int layer) {
     throw spec_error("layers", fmt::format("layer {} outside the model's {} layers", layer, config.num_layers));
 }
 
-}  // namespace
-
-LayerWeights layer_weights_load(const SafetensorsModel& model, const ModelConfig& c, int layer) {
+LayerWeights layer_weights_read(const ModelConfig& c, int layer, const TensorRead& read) {
   check_range(c, layer);
   const std::string p = layer_prefix(layer);
   const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), inter = c.intermediate_size;
   LayerWeights w;
-  w.attn_norm = load_checked(model, p + "input_layernorm.weight", {h});
-  w.q_proj = load_checked(model, p + "self_attn.q_proj.weight", {q, h});
-  w.k_proj = load_checked(model, p + "self_attn.k_proj.weight", {kv, h});
-  w.v_proj = load_checked(model, p + "self_attn.v_proj.weight", {kv, h});
-  w.o_proj = load_checked(model, p + "self_attn.o_proj.weight", {h, q});
+  w.attn_norm = read(p + "input_layernorm.weight", {h});
+  w.q_proj = read(p + "self_attn.q_proj.weight", {q, h});
+  w.k_proj = read(p + "self_attn.k_proj.weight", {kv, h});
+  w.v_proj = read(p + "self_attn.v_proj.weight", {kv, h});
+  w.o_proj = read(p + "self_attn.o_proj.weight", {h, q});
   if (c.attention_bias) {
-    w.q_bias = load_checked(model, p + "self_attn.q_proj.bias", {q});
-    w.k_bias = load_checked(model, p + "self_attn.k_proj.bias", {kv});
-    w.v_bias = load_checked(model, p + "self_attn.v_proj.bias", {kv});
+    w.q_bias = read(p + "self_attn.q_proj.bias", {q});
+    w.k_bias = read(p + "self_attn.k_proj.bias", {kv});
+    w.v_bias = read(p + "self_attn.v_proj.bias", {kv});
   }
-  w.ffn_norm = load_checked(model, p + "post_attention_layernorm.weight", {h});
-  w.gate_proj = load_checked(model, p + "mlp.gate_proj.weight", {inter, h});
-  w.up_proj = load_checked(model, p + "mlp.up_proj.weight", {inter, h});
-  w.down_proj = load_checked(model, p + "mlp.down_proj.weight", {h, inter});
+  w.ffn_norm = read(p + "post_attention_layernorm.weight", {h});
+  w.gate_proj = read(p + "mlp.gate_proj.weight", {inter, h});
+  w.up_proj = read(p + "mlp.up_proj.weight", {inter, h});
+  w.down_proj = read(p + "mlp.down_proj.weight", {h, inter});
   return w;
 }
 
-ModelWeights model_weights_load(const SafetensorsModel& model, const ModelConfig& c, const WeightsSelection& sel) {
+ModelWeights model_weights_read(const ModelConfig& c, const WeightsSelection& sel, const TensorRead& read) {
   ModelWeights m = empty_model(c, sel);
   const int64_t h = c.hidden_size, vocab = c.vocab_size;
-  if (sel.embedding || (sel.head && c.tie_word_embeddings))
-    m.embed_tokens = load_checked(model, "model.embed_tokens.weight", {vocab, h});
+  if (sel.embedding || (sel.head && c.tie_word_embeddings)) m.embed_tokens = read("model.embed_tokens.weight", {vocab, h});
   if (sel.head) {
-    m.final_norm = load_checked(model, "model.norm.weight", {h});
-    if (!c.tie_word_embeddings) m.lm_head = load_checked(model, "lm_head.weight", {vocab, h});
+    m.final_norm = read("model.norm.weight", {h});
+    if (!c.tie_word_embeddings) m.lm_head = read("lm_head.weight", {vocab, h});
   }
-  for (int l = m.layer_begin; l < m.layer_end; ++l) m.layers.push_back(layer_weights_load(model, c, l));
+  for (int l = m.layer_begin; l < m.layer_end; ++l) m.layers.push_back(layer_weights_read(c, l, read));
   return m;
+}
+
+}  // namespace
+
+LayerWeights layer_weights_load(const SafetensorsModel& model, const ModelConfig& c, int layer) {
+  return layer_weights_read(c, layer, loader(model));
+}
+
+ModelWeights model_weights_load(const SafetensorsModel& model, const ModelConfig& c, const WeightsSelection& sel) {
+  return model_weights_read(c, sel, loader(model));
+}
+
+void llama_tensors_check(const SafetensorsModel& model, const ModelConfig& c) {
+  WeightsSelection all;
+  all.head = true;
+  model_weights_read(c, all, checker(model));
+  // A layer the config does not count would be dropped without a word.
+  const std::string beyond = layer_prefix(c.num_layers);
+  for (const std::string& name : model.tensor_names()) {
+    if (name.rfind(beyond, 0) == 0)
+      throw io_error(fmt::format("tensor '{}' in '{}' belongs to a layer beyond the {} of config.json "
+                                 "(num_hidden_layers)", name, model.info(name).file, c.num_layers));
+  }
 }
 
 namespace {

@@ -70,6 +70,11 @@ struct WeightsSelection {
 
 // Loads layer `layer`, checking every shape against `config`; io_error names the tensor.
 LayerWeights layer_weights_load(const SafetensorsModel& model, const ModelConfig& config, int layer);
+// Every tensor the loaders read (all layers, embedding, final norm, lm_head unless tied) is
+// present with the shape the config implies and a floating-point dtype, and no tensor
+// belongs to a layer past num_hidden_layers; io_error naming the tensor and file otherwise.
+// Reads headers only: a job checks this before it writes anything.
+void llama_tensors_check(const SafetensorsModel& model, const ModelConfig& config);
 ModelWeights model_weights_load(const SafetensorsModel& model, const ModelConfig& config,
                                 const WeightsSelection& selection = {});
 // A Hugging Face model directory (config.json + safetensors), or a shardq checkpoint (its

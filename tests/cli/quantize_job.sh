@@ -62,12 +62,12 @@ PY
 }
 
 badspec() {
-  # expect_refused <field> <args...>: exit non-zero, one stderr line naming the field, nothing written
+  # [model=DIR] expect_refused <field> <args...>: exit non-zero, one stderr line naming the field, nothing written
   expect_refused() {
     local field=$1 out rc=0
     shift
     out="$work/refused-$RANDOM"
-    "$SHARDQ_BIN" quantize --model "$work/model" --samples 64 --seq-len 256 "$@" >"$work/stdout" 2>"$work/stderr" || rc=$?
+    "$SHARDQ_BIN" quantize --model "${model:-$work/model}" --samples 64 --seq-len 256 "$@" >"$work/stdout" 2>"$work/stderr" || rc=$?
     [ "$rc" -ne 0 ] || { echo "accepted: $*"; exit 1; }
     [ "$(wc -l <"$work/stderr")" -eq 1 ] || { echo "not one line for $*:"; cat "$work/stderr"; exit 1; }
     grep -q "$field" "$work/stderr" || { echo "the error for $* does not name $field:"; cat "$work/stderr"; exit 1; }
@@ -83,7 +83,31 @@ badspec() {
   # The GPU engine runs the sequential schedule only; without a visible GPU, device cuda is refused.
   expect_refused "device" --device cuda --schedule pipeline "${c[@]}" --output "$work/o5"
   if ! nvidia-smi -L >/dev/null 2>&1; then expect_refused "device" --device cuda "${c[@]}" --output "$work/o6"; fi
-  for o in o1 o2 o3 o4 o5 o6; do [ ! -e "$work/$o" ] || { echo "work started for a refused spec ($o exists)"; exit 1; }; done
+  # Every tensor the job reads is checked before anything is written: a missing lm_head (the
+  # config says untied) used to fail after every layer was quantized, a layer beyond
+  # num_hidden_layers was dropped silently, and a final norm of the wrong shape gave a
+  # finished checkpoint nothing could load.
+  cp -r "$work/model" "$work/untied" && sed -i 's/"tie_word_embeddings": true/"tie_word_embeddings": false/' "$work/untied/config.json"
+  model="$work/untied" expect_refused "lm_head.weight" "${c[@]}" --output "$work/o7"
+  cp -r "$work/model" "$work/fewer" && sed -i 's/"num_hidden_layers": 5/"num_hidden_layers": 4/' "$work/fewer/config.json"
+  model="$work/fewer" expect_refused "num_hidden_layers" "${c[@]}" --output "$work/o8"
+  cp -r "$work/model" "$work/badnorm"
+  /usr/bin/python3 - "$work/badnorm/model.safetensors" <<'PY'
+import json, struct, sys
+# Swap the shapes of model.norm.weight [64] and a layer norm for one of 32 + 32 values: same
+# bytes, so the file stays valid safetensors and only the shape check can catch it.
+path = sys.argv[1]
+data = open(path, 'rb').read()
+n = struct.unpack('<Q', data[:8])[0]
+header = json.loads(data[8:8 + n])
+assert header['model.norm.weight']['shape'] == [64], header['model.norm.weight']
+header['model.norm.weight']['shape'] = [2, 32]
+text = json.dumps(header).encode()
+text += b' ' * (-len(text) % 8)
+open(path, 'wb').write(struct.pack('<Q', len(text)) + text + data[8 + n:])
+PY
+  model="$work/badnorm" expect_refused "model.norm.weight" "${c[@]}" --output "$work/o9"
+  for o in o1 o2 o3 o4 o5 o6 o7 o8 o9; do [ ! -e "$work/$o" ] || { echo "work started for a refused spec ($o exists)"; exit 1; }; done
   [ ! -e "$work/model/quantized" ] || { echo "wrote inside the model directory"; exit 1; }
 }
 
