@@ -6,6 +6,7 @@
 // sampler: logits / T, softmax, top-p (nucleus) sampling when 0 < p < 1, with run.c's xorshift
 // generator seeded by --seed, so a seed reproduces run.c's `-s` output for the same model.
 #include <algorithm>
+#include <cmath>
 #include <cctype>
 #include <chrono>
 #include <cstdio>
@@ -44,9 +45,16 @@ class Sampler {
   Sampler(float temperature, float top_p, uint64_t seed) : temperature_(temperature), top_p_(top_p), state_(seed) {}
 
   int32_t sample(std::span<const float> logits_in) {
-    if (temperature_ == 0.0f) return static_cast<int32_t>(std::max_element(logits_in.begin(), logits_in.end()) - logits_in.begin());
+    const auto argmax = [&] {
+      return static_cast<int32_t>(std::max_element(logits_in.begin(), logits_in.end()) - logits_in.begin());
+    };
+    if (temperature_ == 0.0f) return argmax();
     std::vector<float> p(logits_in.begin(), logits_in.end());
     for (float& x : p) x /= temperature_;
+    // A temperature so small that logits / T overflows is greedy decoding in the limit (the
+    // softmax of inf is NaN, and the nucleus of NaNs is empty).
+    if (!std::isfinite(*std::max_element(p.begin(), p.end())) || !std::isfinite(*std::min_element(p.begin(), p.end())))
+      return argmax();
     cpu::softmax_row(p.data(), static_cast<int64_t>(p.size()));
     const float coin = random_f32();
     return (top_p_ <= 0.0f || top_p_ >= 1.0f) ? sample_mult(p, coin) : sample_topp(p, coin);
@@ -76,6 +84,7 @@ class Sampler {
     std::vector<std::pair<float, int32_t>> cand;
     for (size_t i = 0; i < p.size(); ++i)
       if (p[i] >= cutoff) cand.emplace_back(p[i], static_cast<int32_t>(i));
+    if (cand.empty()) return static_cast<int32_t>(std::max_element(p.begin(), p.end()) - p.begin());
     std::stable_sort(cand.begin(), cand.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
     float cumulative = 0.0f;
     size_t last = cand.size() - 1;
@@ -157,12 +166,26 @@ void setup_generate(CLI::App& root) {
   cmd->add_option("-n,--steps", args->steps, "total steps including the prompt tokens (0: the context length)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  // CLI11's NonNegativeNumber and Range let NaN through (every comparison with it is false).
+  const auto finite_in = [](double lo, double hi, const char* range) {
+    return CLI::Validator(
+        [lo, hi, range](const std::string& text) {
+          double x = 0;
+          try {
+            x = std::stod(text);
+          } catch (const std::exception&) {
+            return "must be a number, got " + text;
+          }
+          return std::isfinite(x) && x >= lo && x <= hi ? std::string() : fmt::format("must be {}, got {}", range, text);
+        },
+        range);
+  };
   cmd->add_option("--temperature,-t", args->temperature, "0: greedy; otherwise softmax(logits / T) sampling")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(finite_in(0.0, 1e30, "a finite number >= 0"));
   cmd->add_option("--top-p,-p", args->top_p, "nucleus sampling threshold (0 or 1: off)")
       ->capture_default_str()
-      ->check(CLI::Range(0.0f, 1.0f));
+      ->check(finite_in(0.0, 1.0, "in [0, 1]"));
   cmd->add_option("--seed,-s", args->seed, "seed of run.c's xorshift sampler")->capture_default_str();
   cmd->add_flag("--json", args->json, "print one JSON object {text, ids, steps, prompt_tokens, tokens_per_s}");
   cmd->callback([args] { run_generate(*args); });

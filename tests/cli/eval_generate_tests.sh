@@ -52,6 +52,16 @@ PY
     "$SHARDQ_BIN" generate --model "$tmp/stories260K" -n 64 --temperature 1 --top-p 0.9 --seed 7 >"$tmp/s1.txt"
     "$SHARDQ_BIN" generate --model "$tmp/stories260K" -n 64 --temperature 1 --top-p 0.9 --seed 7 >"$tmp/s2.txt"
     cmp -s "$tmp/s1.txt" "$tmp/s2.txt" || fail "same seed, different samples"
+    # A temperature so small that logits / T overflow is greedy in the limit (it crashed: the
+    # softmax of inf is NaN and the nucleus came out empty); NaN is refused, naming the flag.
+    "$SHARDQ_BIN" generate --model "$tmp/stories260K" -n 64 --prompt "Once upon a time" --temperature 1e-38 >"$tmp/tiny.txt" ||
+      fail "temperature 1e-38"
+    cmp -s "$tmp/tiny.txt" "$models/stories260K/golden_greedy_n64_once_upon_a_time.txt" || fail "temperature 1e-38 is not greedy"
+    for bad in "--temperature nan" "--top-p nan" "--temperature -1"; do
+      # shellcheck disable=SC2086
+      if "$SHARDQ_BIN" generate --model "$tmp/stories260K" -n 8 $bad 2>"$tmp/err.txt"; then fail "$bad accepted"; fi
+      grep -q -- "${bad%% *}: must be" "$tmp/err.txt" || fail "$bad: $(cat "$tmp/err.txt")"
+    done
     if "$SHARDQ_BIN" generate --model "$tmp/nonexistent" --prompt x 2>"$tmp/err.txt"; then fail "missing model accepted"; fi
     [[ $(wc -l <"$tmp/err.txt") -eq 1 ]] || fail "error is not one line: $(cat "$tmp/err.txt")"
     if "$SHARDQ_BIN" eval --model "$tmp/stories260K" --text "$tmp/nonexistent.txt" 2>/dev/null; then fail "missing text accepted"; fi
