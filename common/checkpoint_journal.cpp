@@ -4,10 +4,12 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <string_view>
 
 #include <fmt/format.h>
 
@@ -42,6 +44,33 @@ int open_append(const fs::path& path) {
   return fd;
 }
 
+// A name inside the checkpoint directory: relative, no empty, "." or ".." component. The
+// journal names files a later run removes (--force, a finished job), so a crafted or damaged
+// line must not reach outside the directory.
+bool inside_directory(const std::string& name) {
+  if (name.empty() || name.front() == '/') return false;
+  size_t begin = 0;
+  while (begin <= name.size()) {
+    const size_t end = std::min(name.find('/', begin), name.size());
+    const std::string_view part(name.data() + begin, end - begin);
+    if (part.empty() || part == "." || part == "..") return false;
+    begin = end + 1;
+  }
+  return true;
+}
+
+void check_hidden_files(const json& hidden, const std::string& context) {
+  try {
+    for (const json& f : hidden.at("files")) {
+      const std::string file = f.at("file").get<std::string>();
+      if (!inside_directory(file))
+        throw io_error(fmt::format("{}: hidden-state file '{}' is not a name inside the checkpoint directory", context, file));
+    }
+  } catch (const json::exception& e) {
+    throw io_error(fmt::format("{}: bad hidden-state entry: {}", context, e.what()));
+  }
+}
+
 }  // namespace
 
 json journal_shard_to_json(const JournalShard& s) {
@@ -58,7 +87,7 @@ JournalShard journal_shard_from_json(const json& j, const std::string& context) 
     s.bytes = j.at("bytes").get<int64_t>();
     s.layers = j.at("layers").get<std::vector<int>>();
     s.records = j.at("records");
-    if (s.file.empty() || s.file.find('/') != std::string::npos || s.file == "." || s.file == "..")
+    if (!inside_directory(s.file) || s.file.find('/') != std::string::npos)
       throw io_error(fmt::format("{}: shard file name '{}' is not a plain file name", context, s.file));
     return s;
   } catch (const json::exception& e) {
@@ -115,6 +144,7 @@ Journal journal_read(const fs::path& dir) {
       } else if (entry.contains("measure")) {
         j.measure = entry["measure"];
       } else if (entry.contains("hidden") && entry["hidden"].contains("layer")) {
+        check_hidden_files(entry["hidden"], context);
         j.hidden[entry["hidden"]["layer"].get<int>()] = entry["hidden"];
       } else {
         throw io_error(fmt::format("{}: unknown journal entry", context));

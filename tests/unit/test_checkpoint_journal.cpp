@@ -125,6 +125,22 @@ TEST(Journal, EntryNamingAPathOutsideTheDirectoryIsRefused) {
   EXPECT_THROW(journal_shard_from_json(journal_shard_to_json(s), "test"), io_error);
 }
 
+TEST(Journal, HiddenStateFilesOutsideTheDirectoryAreRefused) {
+  // A line with a valid checksum (anyone can compute it) naming a file a later --force or a
+  // finished job would remove: the journal is refused instead of followed.
+  for (const char* file : {"../victim.txt", "/etc/victim", "hidden/../../victim", "hidden//x", ""}) {
+    TempDir dir;
+    JournalWriter::create(dir.path(), identity_of_test);
+    const json entry = {{"hidden", {{"layer", 1}, {"files", json::array({{{"mb", 0}, {"file", file}, {"sha256", "00"}}})}}}};
+    append_raw(dir / journal_file_name, json{{"entry", entry}, {"sha256", sha256_hex(entry.dump())}}.dump() + "\n");
+    EXPECT_THROW(journal_read(dir.path()), io_error) << file;
+  }
+  TempDir dir;
+  JournalWriter w = JournalWriter::create(dir.path(), identity_of_test);
+  w.append_hidden({{"layer", 1}, {"files", json::array({{{"mb", 0}, {"file", "hidden/L00001-mb00000.f32"}, {"sha256", "00"}}})}});
+  EXPECT_EQ(journal_read(dir.path()).hidden.count(1), 1u);
+}
+
 TEST(CommitRecord, ReadsBackOnlyForTheJobAndFileItNames) {
   TempDir dir;
   const JournalShard s = make_shard(dir.path(), 1, {1}, "layer one");
