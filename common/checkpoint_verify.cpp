@@ -6,7 +6,10 @@
 
 #include <fmt/format.h>
 
+#include "common/checkpoint.hpp"
 #include "common/error.hpp"
+#include "common/json_text.hpp"
+#include "common/log.hpp"
 #include "common/manifest.hpp"
 #include "common/sha256.hpp"
 #include "common/thread_pool.hpp"
@@ -47,8 +50,34 @@ ShardCheck verify_shard(const fs::path& dir, const JournalShard& s) {
   return check_shard_digest(s, digest);
 }
 
+// model.h5 of a finished checkpoint against manifest.json and the shards (which are hashed
+// separately): present, readable by HDF5, holding the same manifest, and linking exactly the
+// tensors the shards hold. On the calling thread: Debian's HDF5 is not thread-safe.
+static std::string master_problem(const fs::path& dir, const std::vector<ManifestShard>& shards) {
+  const fs::path master = dir / checkpoint_master_name;
+  try {
+    const h5::File f = h5::File::open_read(master);
+    std::string why;
+    const json held = parse_json_text(f.read_attribute_string(checkpoint_manifest_attribute), why);
+    if (held.is_discarded()) return "its manifest copy is not valid JSON: " + why;
+    if (held != manifest_read_json(dir)) return "its manifest copy differs from manifest.json";
+    std::set<std::string> tensors;
+    for (const ManifestShard& s : shards) {
+      std::error_code ec;
+      if (!fs::is_regular_file(dir / s.file, ec)) continue;  // reported with the shard
+      for (const std::string& name : h5::File::open_read(dir / s.file).link_names()) tensors.insert(name);
+    }
+    const std::vector<std::string> names = f.link_names();
+    if (std::set<std::string>(names.begin(), names.end()) != tensors)
+      return fmt::format("it links {} tensors, the shards hold {}", names.size(), tensors.size());
+  } catch (const std::exception& e) {
+    return one_line(e.what());
+  }
+  return {};
+}
+
 bool VerifyReport::ok() const {
-  if (!layers_missing.empty() || !layers_bad.empty()) return false;
+  if (!layers_missing.empty() || !layers_bad.empty() || !master_problem.empty()) return false;
   return std::all_of(shards.begin(), shards.end(), [](const ShardCheck& c) { return c.state == shard_state::ok; });
 }
 
@@ -67,6 +96,7 @@ json VerifyReport::to_json() const {
           {"num_layers", num_layers},
           {"layers_missing", layers_missing},
           {"layers_bad", layers_bad},
+          {"master", master_problem.empty() ? json("ok") : json(master_problem)},
           {"shards", shard_list}};
 }
 
@@ -99,8 +129,10 @@ VerifyReport checkpoint_verify(const fs::path& dir) {
       }
     }
   }
+  std::vector<ManifestShard> manifest_shards;
   if (r.has_manifest) {
     const Manifest m = manifest_read(dir);
+    manifest_shards = m.shards;
     if (!r.has_journal) r.num_layers = static_cast<int>(m.layers.size());
     for (size_t i = 0; i < m.shards.size(); ++i) {
       const ManifestShard& s = m.shards[i];
@@ -138,6 +170,7 @@ VerifyReport checkpoint_verify(const fs::path& dir) {
   std::sort(r.shards.begin(), r.shards.end(), [](const ShardCheck& a, const ShardCheck& b) { return a.index < b.index; });
   std::sort(r.layers_missing.begin(), r.layers_missing.end());
   std::sort(r.layers_bad.begin(), r.layers_bad.end());
+  if (r.has_manifest) r.master_problem = master_problem(dir, manifest_shards);
   return r;
 }
 

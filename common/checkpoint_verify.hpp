@@ -39,7 +39,10 @@ struct VerifyReport {
   std::vector<ShardCheck> shards;
   std::vector<int> layers_missing;  // not committed by the journal / not in the manifest
   std::vector<int> layers_bad;      // committed, but the shard file is missing or damaged
-  bool ok() const;                  // complete and every checksum matches
+  // Finished checkpoints: what is wrong with model.h5 (missing, unreadable, a manifest copy
+  // other than manifest.json, links other than the shards' tensors); empty when it is right.
+  std::string master_problem;
+  bool ok() const;                  // complete and every checksum matches, model.h5 right
   nlohmann::json to_json() const;
 };
 

@@ -104,9 +104,13 @@ void verify_report(const std::filesystem::path& path, bool as_json) {
     }
     out += fmt::format("{} shards: {} ok, {} missing, {} bad; layers missing: {}; layers damaged: {}\n", r.shards.size(),
                        counts[0], counts[1], counts[2], layer_list(r.layers_missing), layer_list(r.layers_bad));
+    if (r.has_manifest) out += fmt::format("{}: {}\n", checkpoint_master_name, r.master_problem.empty() ? "ok" : r.master_problem);
   }
   std::fwrite(out.data(), 1, out.size(), stdout);
   std::fflush(stdout);
+  if (!r.master_problem.empty() && r.layers_missing.empty() && r.layers_bad.empty())
+    throw error(fmt::format("checkpoint '{}' failed verification: {}: {}", dir.string(), checkpoint_master_name,
+                            r.master_problem));
   if (!r.ok())
     throw error(fmt::format("checkpoint '{}' failed verification: layers missing {}, layers damaged {}{}", dir.string(),
                             layer_list(r.layers_missing), layer_list(r.layers_bad),

@@ -138,6 +138,16 @@ output() {
   grep -q "^Once upon a time" "$work/generate.txt"
   h5ls -r --follow-symlinks "$work/ok/model.h5" >"$work/h5ls.txt"
   grep -q "model.layers.0.self_attn.q_proj/qweight" "$work/h5ls.txt"
+  # inspect --verify checks model.h5 as well as the shards: a truncated or missing one fails.
+  "$SHARDQ_BIN" inspect --verify "$work/ok" >/dev/null
+  cp "$work/ok/model.h5" "$work/model.h5.saved"
+  truncate -s 4096 "$work/ok/model.h5"
+  if "$SHARDQ_BIN" inspect --verify "$work/ok" >/dev/null 2>"$work/err"; then echo "verify accepted a truncated model.h5"; exit 1; fi
+  grep -q "failed verification: model.h5: " "$work/err" || { cat "$work/err"; exit 1; }
+  rm "$work/ok/model.h5"
+  if "$SHARDQ_BIN" inspect --verify "$work/ok" >/dev/null 2>&1; then echo "verify accepted a missing model.h5"; exit 1; fi
+  cp "$work/model.h5.saved" "$work/ok/model.h5"
+  "$SHARDQ_BIN" inspect --verify "$work/ok" >/dev/null
   echo ok
 }
 
