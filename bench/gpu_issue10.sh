@@ -6,7 +6,6 @@
 #   SHARDQ_DEVICE_BUDGET_S=560 SHARDQ_CTEST_TIMEOUT_S=150 SHARDQ_CTEST_ARGS=-j8 \
 #     scripts/gpu_device_run.sh -- bench/gpu_issue10.sh
 # Steps, most needed first, each under its own limit (seconds) inside BUDGET_S:
-#   matmul     bench_gpu_matmul: each precision's cost and error at Llama-3-8B shapes      (60)
 #   gptq       bench_gpu_gptq: GPTQ 4-bit g128 at 4096², 11008×4096, 4096×14336, 28672×8192 (90)
 #   torch      bench/gptq_torch_reference.py: the published algorithm in PyTorch          (90)
 #   parity     tests/gpu/job_parity.sh stories and synth per candidate matmul precision
@@ -16,7 +15,11 @@
 #              parity step on, $OUT/e2e_prep.log) with the fastest candidate whose codes
 #              agreed ≥ 99.9 % on both models, or E2E_MATMUL. When none agreed (or the sweep
 #              had no time) it times the fastest candidate anyway: fp32 end to end (~215 s
-#              predicted) does not fit one call, and the timing is what the next run needs (rest)
+#              predicted) does not fit one call, and the timing is what the next run needs (rest;
+#              the steps below run in what it leaves). If the model is not made by the time the
+#              e2e could no longer finish (100 s left), making it stops and the e2e is not run
+#   matmul     bench_gpu_matmul: each precision's cost and error at Llama-3-8B shapes      (60)
+#              (after the e2e: its phase_tflops already report what the job achieved)
 #   attention  bench_gpu_attention: tiled vs rowwise                                      (30)
 #   sanitize   compute-sanitizer memcheck and racecheck on the GPTQ kernels' small tests,
 #              when the machine's toolkit has it and time is left after the e2e         (25 each)
@@ -25,7 +28,7 @@
 # Env: SHARDQ_BIN, SHARDQ_SHARED, SHARDQ_SOURCE, SHARDQ_PYTHON (gpu_device_run.sh sets them),
 #      OUT (.), BUDGET_S (480: all steps together, capped by gpu_device_run.sh's
 #      SHARDQ_DEVICE_DEADLINE), STEPS (the steps to run, in this order:
-#      "matmul gptq torch parity e2e attention sanitize"), PARITY_CANDIDATES (space-separated
+#      "gptq torch parity e2e matmul attention sanitize"), PARITY_CANDIDATES (space-separated
 #      SHARDQ_CUDA_MATMUL values, fastest first), E2E_MATMUL (the e2e's precision without the
 #      parity sweep, e.g. in a re-run), E2E_RESERVE_S (150: the parity sweep stops when less
 #      would be left for the e2e), E2E_LAYERS (32).
@@ -39,7 +42,7 @@ if [[ -n ${SHARDQ_DEVICE_DEADLINE:-} ]]; then  # gpu_device_run.sh's budget ends
   left=$((SHARDQ_DEVICE_DEADLINE - $(date +%s) - 15))
   ((left < budget)) && budget=$left
 fi
-steps=" ${STEPS:-matmul gptq torch parity e2e attention sanitize} "
+steps=" ${STEPS:-gptq torch parity e2e matmul attention sanitize} "
 bench_dir=$(cd "$(dirname "$SHARDQ_BIN")/../.." && pwd)/bench
 # Fastest first (bench/GPU_NOTES.md predicts ~75, ~90, ~110 and ~125 s end to end).
 candidates=${PARITY_CANDIDATES:-"tf32 forward=tf32,hessian=tf32x3 forward=tf32,hessian=fp32 tf32x3"}
@@ -81,7 +84,6 @@ print(json.dumps({"step": name, "rc": rc, "seconds": secs, "result": result}))' 
 
 wanted() { [[ $steps == *" $1 "* ]]; }
 
-wanted matmul && step matmul 60 "$bench_dir/bench_gpu_matmul"
 wanted gptq && step gptq 90 "$bench_dir/bench_gpu_gptq" --benchmark_repetitions=3
 # PyTorch loads its own CUDA libraries: the machine's search path (what it was before
 # gpu_device_run.sh put the bundle's first), not the bundle's.
@@ -98,8 +100,12 @@ wanted torch && step torch 90 "${torch_env[@]}" "$PY" bench/gptq_torch_reference
 prep=
 if wanted e2e; then
   # niced: the parity steps' CPU reference jobs come first on the cores.
-  LAYERS=${E2E_LAYERS:-32} SYNTH_ONLY=1 nice -n 10 bash bench/gpu_e2e.sh >"$OUT/e2e_prep.log" 2>&1 &
+  # In its own process group (setsid), so that stopping it stops its shardq synth too.
+  LAYERS=${E2E_LAYERS:-32} SYNTH_ONLY=1 setsid nice -n 10 bash bench/gpu_e2e.sh >"$OUT/e2e_prep.log" 2>&1 &
   prep=$!
+  # Whatever ends this script ends the model's making too: a leftover writer would hold the
+  # output pipe of the device call open until the tool's own limit.
+  trap '[[ -n $prep ]] && kill -- "-$prep" 2>/dev/null' EXIT
 fi
 
 chosen=${E2E_MATMUL:-}
@@ -126,16 +132,29 @@ if [[ -z $chosen ]]; then
   chosen=${candidates%% *}
   echo "gpu_issue10: no candidate's codes agreed (or no time to check): timing the fastest, $chosen"
 fi
+# The e2e may take all that is left: the steps after it matter less and run in what it leaves.
+keep=5
 if wanted e2e; then
+  # Waits for the model only while an e2e of ~100 s could still follow (under a device
+  # call's own limit, an unbounded wait would outlast every inner timeout).
   t_wait=$SECONDS
-  wait "$prep" || echo "gpu_issue10: making the e2e model failed (the e2e step makes it again)"
-  echo "gpu_issue10: e2e model ready after a $((SECONDS - t_wait)) s wait: $(tail -n 2 "$OUT/e2e_prep.log" | tr '\n' ' ')"
-  echo "gpu_issue10: e2e matmul precision: $chosen"
-  keep=5
-  wanted attention && keep=35
-  SHARDQ_CUDA_MATMUL=$chosen LAYERS=${E2E_LAYERS:-32} \
-    step "e2e_$chosen" $((budget - (SECONDS - start) - keep)) bash bench/gpu_e2e.sh
+  while kill -0 "$prep" 2>/dev/null && ((budget - (SECONDS - start) - keep > 100)); do sleep 1; done
+  if kill -0 "$prep" 2>/dev/null; then
+    kill -- "-$prep" 2>/dev/null
+    wait "$prep" 2>/dev/null
+    echo "gpu_issue10: the e2e model was not made in time (after a $((SECONDS - t_wait)) s wait): e2e not run"
+    "$PY" -c 'import json; print(json.dumps({"step": "e2e", "rc": None, "result": "not run: model not made in time"}))' \
+      >>"$results"
+  else
+    wait "$prep" || echo "gpu_issue10: making the e2e model failed (the e2e step makes it again)"
+    echo "gpu_issue10: e2e model ready after a $((SECONDS - t_wait)) s wait: $(tail -n 2 "$OUT/e2e_prep.log" | tr '\n' ' ')"
+    echo "gpu_issue10: e2e matmul precision: $chosen"
+    SHARDQ_CUDA_MATMUL=$chosen LAYERS=${E2E_LAYERS:-32} \
+      step "e2e_$chosen" $((budget - (SECONDS - start) - keep)) bash bench/gpu_e2e.sh
+  fi
+  prep=
 fi
+wanted matmul && step matmul 60 "$bench_dir/bench_gpu_matmul"
 wanted attention && step attention 30 "$bench_dir/bench_gpu_attention"
 if wanted sanitize; then
   sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -n 1)

@@ -77,7 +77,9 @@ EOF
   fi
 }
 
-system_has() { /sbin/ldconfig -p 2>/dev/null | grep -q "^[[:space:]]$1 (.*x86-64"; }
+# (grep reads a process substitution: `ldconfig -p | grep -q` fails under pipefail with
+# SIGPIPE once the cache listing outgrows the pipe buffer and grep exits early)
+system_has() { grep -q "^[[:space:]]$1 (.*x86-64" < <(/sbin/ldconfig -p 2>/dev/null); }
 
 # Directories that may hold the CUDA toolkit's and NCCL's libraries on the device.
 cuda_dirs() {
