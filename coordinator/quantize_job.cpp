@@ -313,25 +313,24 @@ void measure_precision(Comm& comm, JobPlan& p, Progress& progress, std::map<std:
 }
 
 // ---------------------------------------------------------------- sequential schedule
-// Collective. NCCL refuses two ranks of one clique on one GPU ("Duplicate GPU detected"), and
-// the ranks of a node take GPUs local_rank % device_count: so NCCL needs every node to see at
-// least as many GPUs as it runs ranks. Returns "" when it does, else the first node that does not.
-std::string node_short_of_gpus(Comm& comm) {
-  const auto all = comm.gather(fmt::format("{} {}", cuda_device_count(), host_name()), 0);
+// Collective. NCCL refuses two ranks of one clique on one GPU ("Duplicate GPU detected"). Each
+// rank names the physical GPU it would use (host and PCI bus id, so that per-rank
+// CUDA_VISIBLE_DEVICES, as srun --gpu-bind sets it, counts right). Returns "" when no two
+// ranks share one and every rank has one, else what is wrong.
+std::string ranks_short_of_gpus(Comm& comm) {
+  const auto all = comm.gather(fmt::format("{} {}", host_name(), cuda_local_device_bus_id()), 0);
   std::string why;
   if (comm.is_root()) {
-    std::map<std::string, std::pair<int, int>> per_host;  // host → (ranks, GPUs)
-    for (const std::string& r : all) {
-      const size_t space = r.find(' ');
-      auto& [ranks, gpus] = per_host[r.substr(space + 1)];
-      ++ranks;
-      gpus = std::stoi(r.substr(0, space));
-    }
-    for (const auto& [host, n] : per_host)
-      if (n.first > n.second) {
-        why = fmt::format("host '{}' runs {} ranks on {} GPU{}", host, n.first, n.second, n.second == 1 ? "" : "s");
-        break;
+    std::map<std::string, int> first_rank;  // "host bus-id" → the first rank on it
+    for (int r = 0; r < static_cast<int>(all.size()) && why.empty(); ++r) {
+      const std::string& gpu = all[static_cast<size_t>(r)];
+      const std::string host = gpu.substr(0, gpu.find(' '));
+      if (gpu.size() == host.size() + 1) {
+        why = fmt::format("rank {} on host '{}' sees no GPU", r, host);
+      } else if (const auto [it, fresh] = first_rank.emplace(gpu, r); !fresh) {
+        why = fmt::format("ranks {} and {} on host '{}' share the GPU at {}", it->second, r, host, gpu.substr(host.size() + 1));
       }
+    }
   }
   comm.broadcast(why, 0);
   return why;
@@ -361,7 +360,7 @@ void run_sequential(Comm& comm, const JobPlan& p, Progress& progress, std::map<s
   bool nccl = p.spec.device == "cuda" && comm.size() > 1 &&
               (p.spec.comm == "nccl" || (p.spec.comm == "auto" && nccl_built()));
   if (nccl) {
-    const std::string short_of_gpus = node_short_of_gpus(comm);
+    const std::string short_of_gpus = ranks_short_of_gpus(comm);
     if (!short_of_gpus.empty() && p.spec.comm == "nccl")
       throw spec_error("comm", fmt::format("'nccl' needs one GPU per rank, and {}; use comm 'mpi' or fewer ranks per node",
                                            short_of_gpus));

@@ -70,6 +70,14 @@ int cuda_device_count() {
 #endif
 }
 
+std::string cuda_local_device_bus_id() {
+#ifdef SHARDQ_HAVE_CUDA
+  return cuda::local_device_bus_id();
+#else
+  return {};
+#endif
+}
+
 bool cuda_device_available() { return cuda_device_count() > 0; }
 
 bool nccl_built() {

@@ -82,6 +82,8 @@ std::unique_ptr<SequentialEngine> make_sequential_engine(const std::string& devi
 
 // The CUDA devices this process sees (0 in a build without the CUDA tier).
 int cuda_device_count();
+// The PCI bus id of the GPU this rank would use (cuda::local_device_bus_id; "" without one).
+std::string cuda_local_device_bus_id();
 // Whether this process can run device "cuda" (built with the CUDA tier and a GPU visible).
 bool cuda_device_available();
 // Whether this build has the NCCL backend.

@@ -90,9 +90,10 @@ unique_event make_event() {
   return unique_event(e);
 }
 
-int select_local_device() {
-  const int n = device_count();
-  if (n == 0) throw cuda_error("device 'cuda': this process sees no CUDA device (driver, GPU or CUDA_VISIBLE_DEVICES)");
+namespace {
+
+// local rank % device count: the GPU this rank uses among those it sees.
+int local_device_index(int n) {
   int local_rank = 0;
   for (const char* var : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"}) {
     if (const char* v = std::getenv(var); v && *v) {
@@ -100,9 +101,25 @@ int select_local_device() {
       break;
     }
   }
-  const int device = local_rank % n;
+  return local_rank % n;
+}
+
+}  // namespace
+
+int select_local_device() {
+  const int n = device_count();
+  if (n == 0) throw cuda_error("device 'cuda': this process sees no CUDA device (driver, GPU or CUDA_VISIBLE_DEVICES)");
+  const int device = local_device_index(n);
   SHARDQ_CUDA_CHECK(cudaSetDevice(device));
   return device;
+}
+
+std::string local_device_bus_id() {
+  const int n = device_count();
+  if (n == 0) return {};
+  char id[32] = {0};
+  SHARDQ_CUDA_CHECK(cudaDeviceGetPCIBusId(id, static_cast<int>(sizeof id), local_device_index(n)));
+  return id;
 }
 
 unique_cublas make_cublas(cudaStream_t stream) {

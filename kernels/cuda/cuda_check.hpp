@@ -61,6 +61,10 @@ std::string device_description();
 // SLURM_LOCALID; 0 without one), so one rank per GPU needs no further setup. Throws
 // shardq::cuda_error when no GPU is visible.
 int select_local_device();
+// The PCI bus id ("0000:17:00.0") of the GPU select_local_device() picks, without making it
+// current: ranks compare these to find two of them on one physical GPU whatever each one's
+// CUDA_VISIBLE_DEVICES (srun --gpu-bind gives every rank its own "device 0"). "" without a GPU.
+std::string local_device_bus_id();
 
 struct StreamDeleter {
   void operator()(cudaStream_t s) const noexcept { cudaStreamDestroy(s); }
