@@ -4,6 +4,7 @@
 
 #include <array>
 #include <fstream>
+#include <sstream>
 
 #include "common/error.hpp"
 
@@ -23,6 +24,18 @@ std::unique_ptr<Tokenizer> tokenizer_load(const std::filesystem::path& model_dir
   throw io_error(fmt::format("no tokenizer in '{}': expected tokenizer.model (SentencePiece) or "
                              "tokenizer.bin (llama2.c)",
                              model_dir.string()));
+}
+
+std::string text_file_read(const std::filesystem::path& path, std::string_view what) {
+  std::ifstream in(path, std::ios::binary);
+  io_check(static_cast<bool>(in), "{} '{}': cannot be read", what, path.string());
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string text = ss.str();
+  if (const size_t nul = text.find('\0'); nul != std::string::npos)
+    throw io_error(fmt::format("{} '{}': NUL byte at offset {}: not a text file (token ids need format 'tokens')", what,
+                               path.string(), nul));
+  return text;
 }
 
 std::vector<int32_t> token_file_read(const std::filesystem::path& path, int vocab_size) {

@@ -32,6 +32,11 @@ std::unique_ptr<Tokenizer> tokenizer_sentencepiece_load(const std::filesystem::p
 // io_error when neither exists.
 std::unique_ptr<Tokenizer> tokenizer_load(const std::filesystem::path& model_dir);
 
+// The bytes of a text file (calibration or evaluation text) for document_stream. A NUL byte
+// is refused with its offset: the llama2.c tokenizer reads C strings (run.c), so the rest of
+// the document would be dropped without a word, and text has none.
+std::string text_file_read(const std::filesystem::path& path, std::string_view what);
+
 // Pre-tokenized calibration/eval files: little-endian uint32 ids.
 std::vector<int32_t> token_file_read(const std::filesystem::path& path, int vocab_size);
 void token_file_write(const std::filesystem::path& path, const std::vector<int32_t>& ids);

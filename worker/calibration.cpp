@@ -29,11 +29,7 @@ std::vector<int32_t> calibration_stream(const std::filesystem::path& path, const
   if (format != "text")
     throw spec_error("calibration.format", fmt::format("'{}' is not one of text, tokens", format));
   if (!tokenizer) throw spec_error("calibration.format", "text calibration needs the model's tokenizer");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw io_error(fmt::format("calibration file '{}': cannot be read", path.string()));
-  std::stringstream text;
-  text << in.rdbuf();
-  return document_stream(*tokenizer, text.str());
+  return document_stream(*tokenizer, text_file_read(path, "calibration file"));
 }
 
 std::vector<int32_t> calibration_windows(const std::vector<int32_t>& stream, int samples, int seq_len, uint64_t seed) {

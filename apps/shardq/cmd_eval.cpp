@@ -31,18 +31,10 @@ struct EvalArgs {
   bool json = false;
 };
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw io_error(fmt::format("text file '{}': cannot be read", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 void run_eval(const EvalArgs& a) {
   const ModelWeights model = model_weights_load(a.model);
   const std::unique_ptr<Tokenizer> tokenizer = tokenizer_load(model_tokenizer_dir(a.model));
-  const std::vector<int32_t> stream = document_stream(*tokenizer, read_file(a.text), a.separator);
+  const std::vector<int32_t> stream = document_stream(*tokenizer, text_file_read(a.text, "text file"), a.separator);
   if (stream.size() < 2) throw spec_error("text", fmt::format("'{}' holds no tokens to predict", a.text));
   std::unique_ptr<ModelWeights> ref;
   if (!a.ref.empty()) ref = std::make_unique<ModelWeights>(model_weights_load(a.ref));

@@ -107,7 +107,10 @@ text += b' ' * (-len(text) % 8)
 open(path, 'wb').write(struct.pack('<Q', len(text)) + text + data[8 + n:])
 PY
   model="$work/badnorm" expect_refused "model.norm.weight" "${c[@]}" --output "$work/o9"
-  for o in o1 o2 o3 o4 o5 o6 o7 o8 o9; do [ ! -e "$work/$o" ] || { echo "work started for a refused spec ($o exists)"; exit 1; }; done
+  # A NUL byte would end the llama2.c tokenizer's C string: the text is refused, not cut.
+  { head -c 20000 "$S/data/tinystories/calib.txt"; printf '\0'; head -c 20000 "$S/data/tinystories/calib.txt"; } >"$work/nul.txt"
+  expect_refused "NUL byte at offset 20000" --calibration "$work/nul.txt" --output "$work/o10"
+  for o in o1 o2 o3 o4 o5 o6 o7 o8 o9 o10; do [ ! -e "$work/$o" ] || { echo "work started for a refused spec ($o exists)"; exit 1; }; done
   [ ! -e "$work/model/quantized" ] || { echo "wrote inside the model directory"; exit 1; }
 }
 
