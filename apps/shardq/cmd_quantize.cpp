@@ -3,6 +3,7 @@
 // `mpirun -np N shardq quantize ...` is the distributed run; a single process is N = 1.
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -109,6 +110,10 @@ void run(const QuantizeFlags& f) {
     if (comm->is_root()) {
       try {
         spec = spec_from_flags(f);
+        // Progress lines are appended as they come; a file that cannot take them is an error
+        // now, not a silent loss later.
+        if (!f.progress_file.empty() && !std::ofstream(f.progress_file, std::ios::app))
+          throw spec_error("progress-file", fmt::format("'{}' cannot be opened for appending", f.progress_file));
       } catch (const std::exception& e) {
         failure = e.what();
       }
@@ -147,7 +152,14 @@ void setup_quantize(CLI::App& root) {
   c->add_option("--calibration-format", f->calibration_format, "text | tokens (default text)");
   c->add_option("--samples", f->samples, "Calibration windows (default 128)");
   c->add_option("--seq-len", f->seq_len, "Tokens per window (default 2048, capped at the model's context)");
-  c->add_option("--seed", f->seed, "Calibration sampling seed (default 0)");
+  // (CLI11 reads "-1" into a uint64_t as 2^64 - 1; the JSON spec refuses it.)
+  const CLI::Validator unsigned_integer(
+      [](const std::string& text) {
+        const bool digits = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos;
+        return digits ? std::string() : "must be a non-negative integer, got " + text;
+      },
+      "UINT");
+  c->add_option("--seed", f->seed, "Calibration sampling seed (default 0)")->check(unsigned_integer);
   c->add_option("--method", f->method, "gptq | rtn | nf4 | int8 (default gptq)");
   c->add_option("--bits", f->bits, "2, 3, 4 or 8 (default 4)");
   c->add_option("--group-size", f->group_size, "Columns per group, -1 = per row (default 128)");
@@ -174,7 +186,8 @@ void setup_quantize(CLI::App& root) {
   c->add_flag("--quiet", f->quiet, "No progress output");
   c->add_option("--progress", f->progress, "human | json (JSON lines on stderr) | quiet")->capture_default_str();
   c->add_option("--progress-file", f->progress_file, "Also append JSON progress lines to this file");
-  c->add_option("--blas-threads", f->blas_threads, "OpenBLAS threads per rank (default: all with one rank, 1 with several)");
+  c->add_option("--blas-threads", f->blas_threads, "OpenBLAS threads per rank (default: all with one rank, 1 with several)")
+      ->check(CLI::Range(0, 1024));
   c->add_flag("--json", f->json_out, "Print the manifest (or dry-run scores) as JSON on stdout");
   c->callback([f] { run(*f); });
 }

@@ -110,7 +110,13 @@ PY
   # A NUL byte would end the llama2.c tokenizer's C string: the text is refused, not cut.
   { head -c 20000 "$S/data/tinystories/calib.txt"; printf '\0'; head -c 20000 "$S/data/tinystories/calib.txt"; } >"$work/nul.txt"
   expect_refused "NUL byte at offset 20000" --calibration "$work/nul.txt" --output "$work/o10"
-  for o in o1 o2 o3 o4 o5 o6 o7 o8 o9 o10; do [ ! -e "$work/$o" ] || { echo "work started for a refused spec ($o exists)"; exit 1; }; done
+  expect_refused "progress-file" "${c[@]}" --output "$work/o11" --progress-file "$work/no/such/dir/p.jsonl"
+  # Flags the JSON spec would refuse are refused as flags too (CLI11 read --seed -1 as 2^64 - 1).
+  if "$SHARDQ_BIN" quantize --model "$work/model" "${c[@]}" --output "$work/o12" --seed -1 2>"$work/stderr"; then
+    echo "accepted --seed -1"; exit 1
+  fi
+  grep -q -- "--seed: must be a non-negative integer" "$work/stderr" || { cat "$work/stderr"; exit 1; }
+  for o in o1 o2 o3 o4 o5 o6 o7 o8 o9 o10 o11 o12; do [ ! -e "$work/$o" ] || { echo "work started for a refused spec ($o exists)"; exit 1; }; done
   [ ! -e "$work/model/quantized" ] || { echo "wrote inside the model directory"; exit 1; }
 }
 
