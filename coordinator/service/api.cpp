@@ -222,9 +222,14 @@ http_response error_response(unsigned status, const std::string& code, const std
   return res;
 }
 
-bool Api::authorized(const http_request& req) const {
-  const auto it = req.find(http::field::authorization);
-  if (it == req.end()) return false;
+bool Api::may_send_body(const http::request_header<>& header) const {
+  const Target t = parse_target(std::string_view(header.target().data(), header.target().size()));
+  return (t.segments.size() == 1 && t.segments[0] == "healthz") || authorized(header);
+}
+
+bool Api::authorized(const http::fields& fields) const {
+  const auto it = fields.find(http::field::authorization);
+  if (it == fields.end()) return false;
   const std::string_view value(it->value().data(), it->value().size());
   // The scheme name is case-insensitive (RFC 7235 section 2.1).
   constexpr std::string_view scheme = "bearer ";

@@ -67,10 +67,13 @@ class Api {
   Api(JobManager& jobs, std::vector<std::string> tokens, const Metrics& metrics)
       : jobs_(jobs), tokens_(std::move(tokens)), metrics_(metrics) {}
   http_response handle_request(const http_request& req) const;
+  // Whether the body of a request with this header is worth reading: its route needs no
+  // token (/healthz), or it carries a right one.
+  bool may_send_body(const http::request_header<>& header) const;
 
  private:
   http_response route(const http_request& req) const;
-  bool authorized(const http_request& req) const;
+  bool authorized(const http::fields& fields) const;
 
   JobManager& jobs_;
   std::vector<std::string> tokens_;

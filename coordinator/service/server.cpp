@@ -43,28 +43,57 @@ class session : public std::enable_shared_from_this<session> {
   void run() { net::dispatch(stream_.get_executor(), beast::bind_front_handler(&session::do_read, shared_from_this())); }
 
  private:
+  // The header first: a body is read only for a request that may send one (the right token,
+  // or a route open to all), so an unauthenticated client cannot make the server buffer
+  // megabytes; a client waiting on "Expect: 100-continue" is told to go on.
   void do_read() {
     parser_.emplace();
     parser_->body_limit(config_.max_body_bytes);
     parser_->header_limit(16 * 1024);
     stream_.expires_after(config_.read_timeout);
-    http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&session::on_read, shared_from_this()));
+    http::async_read_header(stream_, buffer_, *parser_, beast::bind_front_handler(&session::on_header, shared_from_this()));
   }
 
-  void on_read(beast::error_code ec, std::size_t) {
+  void on_header(beast::error_code ec, std::size_t) {
     if (ec == http::error::end_of_stream) return do_close();
     const auto& header = parser_->get();
     method_ = std::string(header.method_string());
     target_ = std::string(header.target());
     start_ = clock_type::now();
+    if (ec) return refuse_or_fail(ec);
+    const bool has_body = header.chunked() || header.has_content_length();
+    if (has_body && !api_.may_send_body(header)) {
+      // The body is never read, so the connection cannot be reused.
+      return send(error_response(401, "unauthorized", "missing or wrong bearer token", "", header.version(), false));
+    }
+    if (beast::iequals(header[http::field::expect], "100-continue")) {
+      auto go_on = std::make_shared<http::response<http::empty_body>>(http::status::continue_, header.version());
+      return http::async_write(stream_, *go_on, [self = shared_from_this(), go_on](beast::error_code write_ec, std::size_t) {
+        if (write_ec) return fail(write_ec, "write");
+        self->read_body();
+      });
+    }
+    read_body();
+  }
+
+  void read_body() {
+    http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&session::on_read, shared_from_this()));
+  }
+
+  void on_read(beast::error_code ec, std::size_t) {
+    if (ec) return refuse_or_fail(ec);
+    send(api_.handle_request(parser_->get()));
+  }
+
+  void refuse_or_fail(beast::error_code ec) {
     if (ec == http::error::body_limit) {
       // The rest of the body is never read, so the connection cannot be reused.
+      const unsigned version = parser_->get().version();
       return send(error_response(413, "payload_too_large",
                                  fmt::format("the body is larger than {} bytes", config_.max_body_bytes), "body",
-                                 header.version() ? header.version() : 11, false));
+                                 version ? version : 11, false));
     }
-    if (ec) return fail(ec, "read");
-    send(api_.handle_request(parser_->get()));
+    fail(ec, "read");
   }
 
   void send(http_response&& res) {

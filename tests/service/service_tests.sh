@@ -158,6 +158,25 @@ s.sendall(b"GET /v1/jobs HTTP/1.1\r\nHost: x\r\n")
 assert s.recv(100) == b"", "the server answered a half request"
 PYEOF
   api GET /healthz; [ "$STATUS" = 200 ] || fail "after a slow client: $STATUS"
+  # A body is read only for a request that may send one: without the token the answer is 401
+  # before any body byte; with it, a client waiting on "Expect: 100-continue" is told to go on.
+  "$PY" - "$PORT" "$TOKEN" <<'PYEOF' || fail "body before auth / 100-continue"
+import socket, sys
+port, token = int(sys.argv[1]), sys.argv[2]
+def ask(headers):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(10)
+    s.sendall(("POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + headers + "\r\n").encode())
+    return s, s.recv(4096)
+s, first = ask("Content-Length: 3000\r\n")
+assert first.startswith(b"HTTP/1.1 401"), first[:60]
+body = b'{"model": 5}'
+s, first = ask(f"Authorization: Bearer {token}\r\nExpect: 100-continue\r\nContent-Length: {len(body)}\r\n")
+assert first.startswith(b"HTTP/1.1 100"), first[:60]
+s.sendall(body)
+reply = s.recv(4096)
+assert reply.startswith(b"HTTP/1.1 400") and b'"field":"model"' in reply, reply[:300]
+PYEOF
   # Methods HTTP does not define are counted as "other", not as new metric series.
   "$PY" - "$PORT" <<'PYEOF' || fail "invented method"
 import socket, sys
