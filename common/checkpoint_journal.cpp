@@ -15,6 +15,7 @@
 
 #include "common/atomic_file.hpp"
 #include "common/error.hpp"
+#include "common/json_text.hpp"
 #include "common/sha256.hpp"
 
 namespace shardq {
@@ -120,12 +121,9 @@ Journal journal_read(const fs::path& dir) {
       break;
     }
     const std::string line = text.substr(pos, nl - pos);
-    json parsed;
-    try {
-      parsed = json::parse(line);
-    } catch (const json::parse_error& e) {
-      throw io_error(fmt::format("{}: not valid JSON ({}); the journal is damaged", context, e.what()));
-    }
+    std::string why;
+    const json parsed = parse_json_text(line, why);
+    if (parsed.is_discarded()) throw io_error(fmt::format("{}: not valid JSON ({}); the journal is damaged", context, why));
     if (line_no == 1) {
       if (!parsed.is_object() || parsed.value("journal", "") != journal_format)
         throw io_error(fmt::format("{}: not a shardq journal header", context));
@@ -174,7 +172,8 @@ std::optional<JournalShard> commit_record_read(const fs::path& dir, const std::s
   // Written atomically, so a damaged record is not a crash's trace: whatever it is, the
   // shard it would describe is redone rather than trusted.
   try {
-    const json j = json::parse(buffer.str());
+    std::string why;
+    const json j = parse_json_text(buffer.str(), why);
     if (j.at("identity_sha256").get<std::string>() != identity_sha256) return std::nullopt;
     JournalShard s = journal_shard_from_json(j.at("shard"), path.string());
     if (s.file != shard_file || s.sha256.empty()) return std::nullopt;
