@@ -190,9 +190,21 @@ std::vector<TensorToWrite> synth_tensors(const SynthOptions& options) {
 SynthSummary synth_model_write(const SynthOptions& options, const std::filesystem::path& output_dir) {
   namespace fs = std::filesystem;
   const ModelConfig config = synth_config(options);
-  std::vector<TensorToWrite> tensors = synth_tensors(options);
 
   std::error_code ec;
+  // The size is known from the config alone: a model the disk cannot take is refused before
+  // anything is generated (or allocated: absurd shapes used to end in a bare bad_alloc).
+  // (in double: at absurd shapes the int64 products of layer_linear_params overflow)
+  const double h = config.hidden_size, q = static_cast<double>(config.q_dim()), kv = static_cast<double>(config.kv_dim());
+  const double layer = 2 * h * q + 2 * h * kv + 3 * h * config.intermediate_size + 2 * h;
+  const double params = 2 * h * config.vocab_size + h + config.num_layers * layer;
+  const double needed = params * static_cast<double>(dtype_size(options.type));
+  fs::path existing = fs::absolute(output_dir, ec);
+  while (!existing.empty() && !fs::exists(existing, ec) && existing != existing.parent_path()) existing = existing.parent_path();
+  const fs::space_info space = fs::space(existing, ec);
+  if (!ec && needed > static_cast<double>(space.available))
+    throw io_error(fmt::format("the model needs {:.1f} GB ({:.3g} parameters), '{}' has {:.1f} GB free", needed / 1e9,
+                               params, output_dir.string(), static_cast<double>(space.available) / 1e9));
   fs::create_directories(output_dir, ec);
   if (ec) throw io_error(fmt::format("cannot create output directory '{}': {}", output_dir.string(), ec.message()));
   for (const auto& entry : fs::directory_iterator(output_dir)) {
@@ -203,6 +215,8 @@ SynthSummary synth_model_write(const SynthOptions& options, const std::filesyste
                                  output_dir.string(), name));
     }
   }
+
+  std::vector<TensorToWrite> tensors = synth_tensors(options);
 
   // Greedy in file order: a shard takes tensors until the next would push it past the limit.
   std::vector<std::vector<TensorToWrite>> shards(1);

@@ -133,6 +133,15 @@ case_synth_bad_args() {
   synth_small "$WORK/m"
   expect_one_line_error output_not_empty "$BIN" synth --layers 1 --hidden 64 --intermediate 128 --heads 4 \
     --kv-heads 2 --vocab 64 --output "$WORK/m"
+  # A model larger than the disk is refused from its config, before anything is allocated or
+  # written (these shapes ended in bad_alloc or the OOM killer), under a 4 GB address space.
+  for shape in "--layers 1000000 --hidden 65536 --intermediate 65536" "--layers 1 --hidden 2000000000 --intermediate 64"; do
+    # shellcheck disable=SC2086
+    (ulimit -v 4000000; expect_one_line_error too_large "$BIN" synth $shape --heads 4 --kv-heads 2 --vocab 300 \
+      --output "$WORK/huge")
+    grep -q "GB free" "$WORK/err" || fail "too large: $(cat "$WORK/err")"
+    [ ! -e "$WORK/huge" ] || fail "a refused synth created its output directory"
+  done
 }
 
 "case_${1:?case name}"
