@@ -53,14 +53,14 @@ ShardCheck verify_shard(const fs::path& dir, const JournalShard& s) {
 // model.h5 of a finished checkpoint against manifest.json and the shards (which are hashed
 // separately): present, readable by HDF5, holding the same manifest, and linking exactly the
 // tensors the shards hold. On the calling thread: Debian's HDF5 is not thread-safe.
-static std::string master_problem(const fs::path& dir, const std::vector<ManifestShard>& shards) {
+static std::string master_problem(const fs::path& dir, const json& manifest, const std::vector<ManifestShard>& shards) {
   const fs::path master = dir / checkpoint_master_name;
   try {
     const h5::File f = h5::File::open_read(master);
     std::string why;
     const json held = parse_json_text(f.read_attribute_string(checkpoint_manifest_attribute), why);
     if (held.is_discarded()) return "its manifest copy is not valid JSON: " + why;
-    if (held != manifest_read_json(dir)) return "its manifest copy differs from manifest.json";
+    if (held != manifest) return "its manifest copy differs from manifest.json";
     std::set<std::string> tensors;
     for (const ManifestShard& s : shards) {
       std::error_code ec;
@@ -129,9 +129,12 @@ VerifyReport checkpoint_verify(const fs::path& dir) {
       }
     }
   }
+  json manifest_json;  // read once: parsed here, compared with model.h5's copy below
   std::vector<ManifestShard> manifest_shards;
   if (r.has_manifest) {
-    const Manifest m = manifest_read(dir);
+    std::string source;
+    manifest_json = manifest_read_json(dir, &source);
+    const Manifest m = manifest_from_json(manifest_json, source);
     manifest_shards = m.shards;
     if (!r.has_journal) r.num_layers = static_cast<int>(m.layers.size());
     for (size_t i = 0; i < m.shards.size(); ++i) {
@@ -170,7 +173,7 @@ VerifyReport checkpoint_verify(const fs::path& dir) {
   std::sort(r.shards.begin(), r.shards.end(), [](const ShardCheck& a, const ShardCheck& b) { return a.index < b.index; });
   std::sort(r.layers_missing.begin(), r.layers_missing.end());
   std::sort(r.layers_bad.begin(), r.layers_bad.end());
-  if (r.has_manifest) r.master_problem = master_problem(dir, manifest_shards);
+  if (r.has_manifest) r.master_problem = master_problem(dir, manifest_json, manifest_shards);
   return r;
 }
 

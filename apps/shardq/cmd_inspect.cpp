@@ -108,13 +108,14 @@ void verify_report(const std::filesystem::path& path, bool as_json) {
   }
   std::fwrite(out.data(), 1, out.size(), stdout);
   std::fflush(stdout);
-  if (!r.master_problem.empty() && r.layers_missing.empty() && r.layers_bad.empty())
-    throw error(fmt::format("checkpoint '{}' failed verification: {}: {}", dir.string(), checkpoint_master_name,
-                            r.master_problem));
-  if (!r.ok())
-    throw error(fmt::format("checkpoint '{}' failed verification: layers missing {}, layers damaged {}{}", dir.string(),
-                            layer_list(r.layers_missing), layer_list(r.layers_bad),
-                            r.has_journal ? " (quantize --resume redoes them)" : ""));
+  if (!r.ok()) {
+    const bool only_master = r.layers_missing.empty() && r.layers_bad.empty() && !r.master_problem.empty();
+    throw error(fmt::format("checkpoint '{}' failed verification: {}", dir.string(),
+                            only_master ? fmt::format("{}: {}", checkpoint_master_name, r.master_problem)
+                                      : fmt::format("layers missing {}, layers damaged {}{}", layer_list(r.layers_missing),
+                                                    layer_list(r.layers_bad),
+                                                    r.has_journal ? " (quantize --resume redoes them)" : "")));
+  }
   if (!r.has_manifest) throw error(fmt::format("checkpoint '{}' is unfinished (no manifest.json)", dir.string()));
 }
 

@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <fstream>
 #include <optional>
@@ -223,8 +222,7 @@ http_response error_response(unsigned status, const std::string& code, const std
 }
 
 bool Api::may_send_body(const http::request_header<>& header) const {
-  const Target t = parse_target(std::string_view(header.target().data(), header.target().size()));
-  return (t.segments.size() == 1 && t.segments[0] == "healthz") || authorized(header);
+  return route_label(std::string_view(header.target().data(), header.target().size())) == "/healthz" || authorized(header);
 }
 
 bool Api::authorized(const http::fields& fields) const {
@@ -232,10 +230,9 @@ bool Api::authorized(const http::fields& fields) const {
   if (it == fields.end()) return false;
   const std::string_view value(it->value().data(), it->value().size());
   // The scheme name is case-insensitive (RFC 7235 section 2.1).
-  constexpr std::string_view scheme = "bearer ";
-  if (value.size() <= scheme.size()) return false;
-  for (size_t i = 0; i < scheme.size(); ++i)
-    if (std::tolower(static_cast<unsigned char>(value[i])) != scheme[i]) return false;
+  constexpr std::string_view scheme = "Bearer ";
+  if (value.size() <= scheme.size() || !boost::beast::iequals({value.data(), scheme.size()}, {scheme.data(), scheme.size()}))
+    return false;
   const std::string_view token = value.substr(scheme.size());
   bool ok = false;
   for (const auto& t : tokens_) ok |= token_equal(token, t);
