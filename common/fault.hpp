@@ -11,6 +11,8 @@
 //   commit_recorded  layer <index>'s commit record written, its shard file still NAME.tmp
 //   shard_closed     layer <index>'s shard file published, its journal entry not yet written
 //   before_manifest  every shard committed; model.h5 and manifest.json not yet written
+// And of the REST coordinator (rank 0, index -1; kill only):
+//   launched         a job's launch (fork or sbatch) returned, the job's record not yet saved
 #pragma once
 
 #include <string_view>

@@ -84,13 +84,12 @@ void resolve_device(JobPlan& p) {
   }
 }
 
-// Rank 0: everything that can fail on user input, before any work starts.
-JobPlan make_plan(const json& spec_json, const JobOptions& options, int n_ranks) {
+}  // namespace
+
+JobPlan plan_from_spec(const JobSpec& spec, int n_ranks) {
   JobPlan p;
-  p.spec = job_spec_from_json(spec_json);
-  job_spec_check_paths(p.spec, options.force || options.dry_run);
+  p.spec = spec;
   p.config = model_config_load(p.spec.model);
-  resolve_device(p);
   const SafetensorsModel model(p.spec.model);  // validates every header now
   llama_tensors_check(model, p.config);          // and every tensor the job reads, by name, shape and dtype
   std::vector<double> costs(static_cast<size_t>(p.config.num_layers), static_cast<double>(p.config.layer_linear_params()));
@@ -108,21 +107,33 @@ JobPlan make_plan(const json& spec_json, const JobOptions& options, int n_ranks)
     if (measure && p.spec.calibration.path.empty())
       throw spec_error("calibration.path", fmt::format("is required by policy '{}' (its scores need calibration text)", p.spec.precision.policy));
   }
+  if (needs_calibration(p.allocation) && p.spec.calibration.path.empty())
+    throw spec_error("calibration.path", "is required (GPTQ and the importance scores need calibration text)");
 
   const int context = p.config.max_position_embeddings > 0 ? p.config.max_position_embeddings : p.spec.calibration.seq_len;
   p.seq_len = std::min(p.spec.calibration.seq_len, context);
   p.micro_batch = calibration_micro_batch(p.seq_len);
-  const bool want = needs_calibration(p.allocation) || options.dry_run || !p.spec.calibration.path.empty();
-  if (want) {
-    if (p.spec.calibration.path.empty())
-      throw spec_error("calibration.path", "is required (GPTQ and the importance scores need calibration text)");
-    std::unique_ptr<Tokenizer> tokenizer;
-    if (p.spec.calibration.format == "text") tokenizer = tokenizer_load(model_tokenizer_dir(p.spec.model));
-    const auto stream = calibration_stream(p.spec.calibration.path, p.spec.calibration.format, tokenizer.get(),
-                                           p.config.vocab_size);
-    p.windows = calibration_windows(stream, p.spec.calibration.samples, p.seq_len, p.spec.calibration.seed);
-  }
   p.committed.assign(checkpoint_shard_layers(p.config).size(), 0);
+  return p;
+}
+
+namespace {
+
+// Rank 0: everything that can fail on user input, before any work starts.
+JobPlan make_plan(const json& spec_json, const JobOptions& options, int n_ranks) {
+  JobSpec spec = job_spec_from_json(spec_json);
+  job_spec_check_paths(spec, options.force || options.dry_run);
+  JobPlan p = plan_from_spec(spec, n_ranks);
+  resolve_device(p);
+  if (p.spec.calibration.path.empty()) {
+    if (options.dry_run) throw spec_error("calibration.path", "is required by --dry-run (it scores every layer on calibration text)");
+    return p;
+  }
+  std::unique_ptr<Tokenizer> tokenizer;
+  if (p.spec.calibration.format == "text") tokenizer = tokenizer_load(model_tokenizer_dir(p.spec.model));
+  const auto stream = calibration_stream(p.spec.calibration.path, p.spec.calibration.format, tokenizer.get(),
+                                         p.config.vocab_size);
+  p.windows = calibration_windows(stream, p.spec.calibration.samples, p.seq_len, p.spec.calibration.seed);
   return p;
 }
 

@@ -48,6 +48,14 @@ struct JobPlan {
   int mb_size(int m) const { return std::min(micro_batch, samples() - m * micro_batch); }
 };
 
+// What the spec and the model's files decide on any machine: the model config, every tensor
+// the job reads (name, shape, dtype), the layer partition, the precision allocation (a budget
+// the bit options cannot reach fails here) and whether calibration text is required. Left to
+// the run: the device, which needs the machine that runs the job, and the calibration windows,
+// which read and tokenize the whole text. The REST coordinator calls it at submit, so a spec
+// the job would refuse is answered 400 instead of accepted and failed when it runs.
+JobPlan plan_from_spec(const JobSpec& spec, int n_ranks);
+
 // Rank 0 builds the plan (everything that can fail on user input, before any work starts);
 // every rank gets it, or the same collective_error.
 JobPlan broadcast_plan(Comm& comm, const nlohmann::json& spec_json, const JobOptions& options);

@@ -10,8 +10,10 @@
 
 #include "common/atomic_file.hpp"
 #include "common/error.hpp"
+#include "common/fault.hpp"
 #include "common/job_spec.hpp"
 #include "common/log.hpp"
+#include "coordinator/job_plan.hpp"
 
 namespace shardq::service {
 namespace fs = std::filesystem;
@@ -149,9 +151,8 @@ void JobManager::recover() {
       // Every view of a job reads its spec: a record whose spec does not parse would fail
       // each listing, submission and supervisor pass, so it is skipped like an unreadable one.
       job_spec_from_json(job.spec);
-      if (job.state == job_state::running && !job.launcher_info.contains("pid") &&
-          !job.launcher_info.contains("slurm_job_id")) {
-        job.state = job_state::queued;  // the service stopped between choosing and launching it
+      if (job.state == job_state::running && !job.launcher_info.contains("kind")) {
+        recover_launch(job);
         save(job);
       }
       spdlog::info("{}", json{{"event", "job_recovered"}, {"id", job.id}, {"state", job_state_name(job.state)}}.dump());
@@ -159,6 +160,34 @@ void JobManager::recover() {
     } catch (const std::exception& e) {
       spdlog::warn("{}", json{{"event", "job_unreadable"}, {"file", paths.record.string()}, {"error", one_line(e.what())}}.dump());
     }
+  }
+}
+
+// The service stopped between choosing the job and recording its launch. Once the launch has
+// begun its processes or SLURM job may exist: a second launch would run two writers on one
+// output, so the launcher looks for it first.
+void JobManager::recover_launch(JobRecord& job) {
+  if (!job.launcher_info.contains("launch_started_at")) {
+    job.state = job_state::queued;
+    return;
+  }
+  Launcher* launcher = launcher_for(job.launcher);
+  try {
+    if (!launcher) throw io_error(fmt::format("this service runs without the {} launcher", job.launcher));
+    json found = launcher->find_unrecorded(job, paths(job.id));
+    if (found.is_null()) {
+      job.state = job_state::queued;
+      job.launcher_info = json::object();
+      return;
+    }
+    job.launcher_info = std::move(found);
+    spdlog::info("{}", json{{"event", "job_launch_found"}, {"id", job.id}, {"launcher", job.launcher_info}}.dump());
+  } catch (const std::exception& e) {
+    job.state = job_state::failed;
+    job.finished_at = unix_now();
+    job.error = fmt::format("the service stopped while launching the job and cannot tell whether it started ({}); "
+                            "resume it once that is known",
+                            one_line(e.what()));
   }
 }
 
@@ -195,8 +224,15 @@ JobRecord JobManager::submit(const json& body, bool force) {
     spec.calibration.path = resolve_in_data_roots(spec.calibration.path, "calibration.path", config_.data_roots).string();
   try {
     job_spec_check_paths(spec, force);
+    // What the job would refuse from the spec and the model's files (tensors, allocation,
+    // calibration.path) is refused now; plan_from_spec reads the config and headers only.
+    plan_from_spec(spec, config_.launcher.ranks);
   } catch (const spec_error& e) {
     throw api_error(400, "invalid_spec", e.message(), e.field());
+  } catch (const unsupported_error& e) {
+    throw api_error(400, "unsupported_model", e.what(), "model");
+  } catch (const io_error& e) {
+    throw api_error(400, "invalid_model", e.what(), "model");
   }
   JobRecord job;
   job.spec = job_spec_to_json(spec);
@@ -323,7 +359,7 @@ void JobManager::poll_running() {
   {
     std::lock_guard lock(mutex_);
     for (const auto& [id, job] : jobs_)
-      if (job.state == job_state::running && !job.launcher_info.empty()) running.push_back(job);
+      if (job.state == job_state::running && job.launcher_info.contains("kind")) running.push_back(job);
   }
   // Launchers run commands (squeue, scancel) and read files: outside the lock, then the
   // fields the supervisor owns are merged into the current record.
@@ -423,8 +459,8 @@ void JobManager::start_queued() {
       std::ofstream(p.progress, std::ios::trunc).flush();
       cur.state = job_state::running;
       cur.launcher = config_.launcher.kind;
-      cur.launcher_info = json::object();
       cur.started_at = unix_now();
+      cur.launcher_info = {{"launch_started_at", cur.started_at}};
       cur.attempts += 1;
       cur.phase.clear();
       cur.layers_done = 0;
@@ -440,6 +476,7 @@ void JobManager::start_queued() {
     } catch (const std::exception& e) {
       failure = one_line(e.what());
     }
+    fault_point("launched", 0, -1);  // tests/service: the service dies before it records the launch
     std::lock_guard lock(mutex_);
     JobRecord& cur = jobs_[job.id];
     if (failure.empty()) {

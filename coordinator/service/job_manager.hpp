@@ -5,9 +5,11 @@
 //
 // Restart (kill -9 included): every job.json is read back. Queued jobs stay queued and start;
 // running jobs are re-attached through their launcher_info (local: pid + start time, then the
-// exit status the wrapper wrote; SLURM: the job id). A local job whose process is gone ends
-// as succeeded when its output holds manifest.json (written last by the job), failed with
-// the reason otherwise.
+// exit status the wrapper wrote; SLURM: the job id). A job whose launch had begun but was not
+// yet recorded is looked for by its launcher (local: the process group whose environment names
+// the job's exit file; SLURM: squeue by the job's name) and re-attached, or queued again when
+// nothing is found: never launched twice. A job ends succeeded only with exit status 0 and a
+// manifest.json in its output, failed with the reason otherwise.
 #pragma once
 
 #include <condition_variable>
@@ -84,6 +86,7 @@ class JobManager {
 
  private:
   void recover();
+  void recover_launch(JobRecord& job);
   void save(const JobRecord& job) const;
   void supervise();
   void poll_running();

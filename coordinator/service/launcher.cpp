@@ -57,9 +57,7 @@ class LocalLauncher final : public Launcher {
   std::string kind() const override { return "local"; }
 
   json launch(const JobRecord& job, const JobPaths& paths) override {
-    std::vector<std::string> argv = {"/bin/sh", "-c", exit_wrapper, "shardq-job", c_.mpirun, "--oversubscribe", "-np",
-                                     std::to_string(c_.ranks)};
-    for (auto& a : quantize_args(c_, job, paths)) argv.push_back(a);
+    const std::vector<std::string> argv = job_argv(job, paths);
     std::map<std::string, std::string> env = {{"SHARDQ_EXIT_FILE", paths.exit_code.string()},
                                               {"OMPI_MCA_rmaps_base_oversubscribe", "1"}};
     // Open MPI 4.1 keeps the session directories of all of a user's jobs on a host under one
@@ -72,14 +70,15 @@ class LocalLauncher final : public Launcher {
       env["OMPI_ALLOW_RUN_AS_ROOT"] = "1";
       env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1";
     }
-    const pid_t pid = spawn_process_group(argv, paths.log, env);
-    const auto start = process_start_time(pid);
-    return {{"kind", "local"},
-            {"pid", pid},
-            {"pgid", pid},
-            {"start_time", start.value_or(0)},
-            {"ranks", c_.ranks},
-            {"command", json(std::vector<std::string>(argv.begin() + 4, argv.end()))}};
+    return launch_info(spawn_process_group(argv, paths.log, env), argv);
+  }
+
+  // Its wrapper is the leader of its own process group and carries the job's exit file, a
+  // path no other job's process has, in its environment.
+  json find_unrecorded(const JobRecord& job, const JobPaths& paths) override {
+    const auto leaders = process_group_leaders_with_env("SHARDQ_EXIT_FILE", paths.exit_code.string());
+    if (leaders.empty()) return nullptr;
+    return launch_info(leaders.front(), job_argv(job, paths));
   }
 
   LaunchPoll poll(const JobRecord& job, const JobPaths& paths) override {
@@ -153,6 +152,22 @@ class LocalLauncher final : public Launcher {
     }
   }
 
+  std::vector<std::string> job_argv(const JobRecord& job, const JobPaths& paths) const {
+    std::vector<std::string> argv = {"/bin/sh", "-c", exit_wrapper, "shardq-job", c_.mpirun, "--oversubscribe", "-np",
+                                     std::to_string(c_.ranks)};
+    for (auto& a : quantize_args(c_, job, paths)) argv.push_back(a);
+    return argv;
+  }
+
+  json launch_info(pid_t pid, const std::vector<std::string>& argv) const {
+    return {{"kind", "local"},
+            {"pid", pid},
+            {"pgid", pid},
+            {"start_time", process_start_time(pid).value_or(0)},
+            {"ranks", c_.ranks},
+            {"command", json(std::vector<std::string>(argv.begin() + 4, argv.end()))}};
+  }
+
   LauncherConfig c_;
 };
 
@@ -164,6 +179,11 @@ class SlurmLauncher final : public Launcher {
     std::ostringstream ss;
     ss << in.rdbuf();
     template_ = ss.str();
+    // find_unrecorded() looks a job up by this name.
+    if (!std::regex_search(template_, std::regex(R"(#SBATCH[ \t]+(--job-name[ =]|-J[ \t]*)\{\{JOB_NAME\}\})")))
+      throw io_error(fmt::format("SLURM template '{}' must name the job '#SBATCH --job-name={{{{JOB_NAME}}}}' (the "
+                                 "service finds a job it submitted but had not recorded by that name)",
+                                 c_.slurm_template.string()));
   }
   std::string kind() const override { return "slurm"; }
 
@@ -192,6 +212,21 @@ class SlurmLauncher final : public Launcher {
     if (id.empty() || id.find_first_not_of("0123456789_") != std::string::npos)
       throw io_error(fmt::format("sbatch printed no job id: '{}'", trim(out.out)));
     return {{"kind", "slurm"}, {"slurm_job_id", id}, {"script", paths.sbatch.string()}, {"slurm_state", "PENDING"}};
+  }
+
+  // By the job name of the script: sbatch may have queued it just before the service stopped.
+  // A SLURM job that has already left the queue is not found, and the job runs again.
+  json find_unrecorded(const JobRecord& job, const JobPaths& paths) override {
+    const std::string name = "shardq-" + job.id;
+    const auto q = run_command_capture({"squeue", "-h", "--name", name, "-o", "%i %T"}, std::chrono::seconds(30));
+    if (q.exit_code != 0)
+      throw io_error(fmt::format("squeue --name {} failed (exit {}): {}", name, q.exit_code, trim(q.err)));
+    std::istringstream lines(q.out);
+    std::string id, state;
+    if (!(lines >> id >> state)) return nullptr;
+    if (lines >> std::ws && !lines.eof())
+      spdlog::warn("{}", json{{"event", "slurm_jobs_duplicated"}, {"name", name}, {"squeue", trim(q.out)}}.dump());
+    return {{"kind", "slurm"}, {"slurm_job_id", id}, {"script", paths.sbatch.string()}, {"slurm_state", state}};
   }
 
   LaunchPoll poll(const JobRecord& job, const JobPaths& paths) override {

@@ -51,6 +51,10 @@ class Launcher {
   virtual LaunchPoll poll(const JobRecord& job, const JobPaths& paths) = 0;
   // Asks the job to stop; called again each poll while cancel_requested (escalates).
   virtual nlohmann::json cancel(const JobRecord& job) = 0;
+  // A launch the service began but had not recorded when it stopped (between fork or sbatch
+  // and saving the job's record): the launcher_info of the job it finds running, or null when
+  // it finds none (the job is queued again). Throws io_error when it cannot tell.
+  virtual nlohmann::json find_unrecorded(const JobRecord& job, const JobPaths& paths) = 0;
 };
 
 std::unique_ptr<Launcher> launcher_create(const LauncherConfig& config);

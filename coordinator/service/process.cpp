@@ -27,6 +27,7 @@ namespace {
 struct ProcStat {
   char state = '?';
   pid_t ppid = 0;
+  pid_t pgrp = 0;
   uint64_t start_time = 0;
 };
 
@@ -41,11 +42,23 @@ std::optional<ProcStat> read_proc_stat(pid_t pid) {
   std::istringstream rest(text.substr(close + 1));
   ProcStat s;
   std::string field;
-  rest >> s.state >> s.ppid;
-  for (int i = 5; i <= 21 && rest >> field; ++i) {
+  rest >> s.state >> s.ppid >> s.pgrp;
+  for (int i = 6; i <= 21 && rest >> field; ++i) {
   }
   if (!(rest >> s.start_time)) return std::nullopt;
   return s;
+}
+
+// Every process /proc lists.
+std::vector<pid_t> proc_pids() {
+  std::vector<pid_t> pids;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!name.empty() && name.find_first_not_of("0123456789") == std::string::npos)
+      pids.push_back(static_cast<pid_t>(std::stol(name)));
+  }
+  return pids;
 }
 
 int exit_code_of(int status) {
@@ -129,13 +142,8 @@ bool process_alive(pid_t pid, uint64_t start_time) {
 
 std::vector<pid_t> process_descendants(pid_t root) {
   std::map<pid_t, std::vector<pid_t>> children;
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator("/proc", ec)) {
-    const std::string name = entry.path().filename().string();
-    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
-    const pid_t pid = static_cast<pid_t>(std::stol(name));
+  for (const pid_t pid : proc_pids())
     if (const auto s = read_proc_stat(pid); s && s->state != 'Z') children[s->ppid].push_back(pid);
-  }
   std::vector<pid_t> out, stack{root};
   while (!stack.empty()) {
     const pid_t p = stack.back();
@@ -143,6 +151,23 @@ std::vector<pid_t> process_descendants(pid_t root) {
     for (pid_t c : children[p]) {
       out.push_back(c);
       stack.push_back(c);
+    }
+  }
+  return out;
+}
+
+std::vector<pid_t> process_group_leaders_with_env(const std::string& name, const std::string& value) {
+  const std::string wanted = name + "=" + value;
+  std::vector<pid_t> out;
+  for (const pid_t pid : proc_pids()) {
+    const auto s = read_proc_stat(pid);
+    if (!s || s->pgrp != pid || s->state == 'Z') continue;
+    std::ifstream in(fmt::format("/proc/{}/environ", pid), std::ios::binary);
+    for (std::string entry; std::getline(in, entry, '\0');) {
+      if (entry == wanted) {
+        out.push_back(pid);
+        break;
+      }
     }
   }
   return out;

@@ -27,6 +27,11 @@ bool process_alive(pid_t pid, uint64_t start_time);
 // may leave its process group, so cancellation signals them one by one as well.
 std::vector<pid_t> process_descendants(pid_t pid);
 
+// The live process-group leaders whose environment holds NAME=VALUE (/proc/PID/environ is
+// readable for the service's own processes): how the local launcher finds a job it started
+// but had not recorded when the service stopped.
+std::vector<pid_t> process_group_leaders_with_env(const std::string& name, const std::string& value);
+
 // posix_spawn of argv[0] (searched in PATH) in a new process group whose id is the child's
 // pid, stdin from /dev/null, stdout and stderr appended to `log_file`, `env` added to the
 // service's own environment. Throws io_error naming the program on failure.

@@ -24,6 +24,27 @@ start_server() {
   BASE="http://127.0.0.1:$PORT"
 }
 
+# crash_after_launch SPEC [serve flags...]: a service that dies (fault point "launched",
+# SIGKILL) right after launching the one job it is given, before it records the launch. Sets
+# JOB_ID and checks that the record shows a launch begun and none recorded.
+crash_after_launch() {
+  local spec=$1 dir; shift
+  SHARDQ_FAULT=launched:0:-1:kill start_server "$@"
+  # The reply may be lost: the supervisor can launch and die before the 201 is written.
+  api POST /v1/jobs -H 'Content-Type: application/json' --data-binary "$spec" || true
+  for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$SERVER_PID" 2>/dev/null && fail "the service did not die at the fault point"
+  wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
+  dir=$(ls -td "$work"/state/jobs/*/ | head -n 1)
+  JOB_ID=$(basename "$dir")
+  "$PY" - "$dir/job.json" <<'PYEOF' || fail "record after the crash: $(cat "$dir/job.json")"
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j["state"] == "running" and j["attempts"] == 1, j
+assert "launch_started_at" in j["launcher_info"] and not {"pid", "slurm_job_id"} & set(j["launcher_info"]), j
+PYEOF
+}
+
 stop_server() {
   if [ -n "${SERVER_PID:-}" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
     kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true

@@ -4,9 +4,11 @@
 #   errors        400 (each naming the field), 401, 403 (../ and symlinks), 404, 405, 409, 413
 #   concurrent    200 GETs over 20 keep-alive connections answered while a job runs
 #   restart       kill -9 of the service: running job re-attached, queued job starts,
-#                 a job whose processes died meanwhile ends failed with the reason
+#                 a job whose processes died meanwhile ends failed with the reason, a job
+#                 launched but not recorded when the service died is found, not relaunched
 #   cancel        DELETE stops a running job within 5 s and its processes are gone
-#   slurm         a job through a real one-node SLURM (slurm_local.sh) to succeeded
+#   slurm         a job through a real one-node SLURM (slurm_local.sh) to succeeded; one
+#                 queued by sbatch just before the service died is found by name, not resubmitted
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d /tmp/shardq-service.XXXXXX)
@@ -74,6 +76,14 @@ PYEOF
 
 case_errors() {
   prepare_stories
+  # A SLURM template that does not name the job shardq-ID is refused at start: the service
+  # finds a job it submitted but had not recorded by that name.
+  sed 's/--job-name={{JOB_NAME}}/--job-name=fixed/' "$SHARDQ_SOURCE/slurm/single_node.sbatch" > "$work/unnamed.sbatch"
+  local out rc=0
+  mkdir -p "$work/unnamed_state"
+  out=$(timeout 20 "$SHARDQ_BIN" serve --listen 127.0.0.1:0 --state-dir "$work/unnamed_state" --data-root "$work/data" \
+    --token-file <(echo "$TOKEN") --launcher slurm --slurm-template "$work/unnamed.sbatch" 2>&1) || rc=$?
+  [ "$rc" = 1 ] && grep -q "unnamed.sbatch' must name the job" <<<"$out" || fail "unnamed template: rc $rc: $out"
   start_server --max-body-bytes 4096 --read-timeout 2
   local body spec
   spec=$(stories_spec "$work/data/out")
@@ -107,6 +117,20 @@ case_errors() {
   expect_error 403 output "$(with "j['output']='$work/data/link/out'")"
   expect_error 403 output "$(with "j['output']='/tmp/elsewhere'")"
   expect_error 403 calibration.path "$(with "j['calibration']['path']='$work/data/calib_link.txt'")"
+  # What the job itself would refuse is refused at submit, not accepted and failed when it
+  # runs: GPTQ without calibration text, a budget the bit options cannot reach, a model whose
+  # config or weights are broken.
+  expect_error 400 calibration.path "$(with "del j['calibration']['path']")"
+  expect_error 400 precision.target_bpw "$(with "j['precision']={'policy':'lim','target_bpw':1.0,'bit_options':[3,4]}")"
+  cp -r "$work/data/stories" "$work/data/no_config_key"
+  "$PY" -c 'import json,sys; p=sys.argv[1]; c=json.load(open(p)); del c["hidden_size"]; json.dump(c, open(p, "w"))' \
+    "$work/data/no_config_key/config.json"
+  expect_error 400 model "$(with "j['model']='$work/data/no_config_key'")"
+  grep -q "missing key 'hidden_size'" <<<"$body" && [ "$(jget "$body" 'j["error"]["code"]')" = invalid_model ] || fail "config: $body"
+  cp -r "$work/data/stories" "$work/data/cut_weights"
+  truncate -s 4000 "$work/data/cut_weights/model.safetensors"
+  expect_error 400 model "$(with "j['model']='$work/data/cut_weights'")"
+  grep -q "model.safetensors" <<<"$body" || fail "truncated weights: $body"
   # Relative paths are taken inside the first data root and accepted.
   api POST /v1/jobs --data-binary "$(with "j['model']='stories'; j['output']='rel_out'; j['calibration']['path']='calib.txt'")"; body=$BODY
   [ "$STATUS" = 201 ] || fail "relative paths: $STATUS $body"
@@ -289,6 +313,19 @@ case_restart() {
   kill -9 -- "-$pgid"
   wait_state "$d" failed 30
   api GET "/v1/jobs/$d/manifest"; [ "$STATUS" = 404 ] || fail "the killed job's manifest answered $STATUS"
+
+  # The service dies after launching a job and before recording it: restarted, it finds the
+  # job's process group and re-attaches instead of starting a second writer on its output.
+  stop_server
+  crash_after_launch "$(slow_spec "$work/data/out_e")" --max-running 1
+  local e=$JOB_ID leader
+  leader=$(pgrep -f -o "jobs/$e/spec.json") || fail "the job died with the service"
+  start_server --max-running 1
+  api GET "/v1/jobs/$e"; body=$BODY
+  [ "$(jget "$body" 'j["launcher"].get("pgid")')" = "$(ps -o pgid= -p "$leader" | tr -d ' ')" ] || fail "not re-attached: $body"
+  grep -q "\"event\":\"job_launch_found\",\"id\":\"$e\"" "$work/serve.log" || fail "no job_launch_found event"
+  wait_state "$e" succeeded 180
+  [ "$(jget "$(apib GET "/v1/jobs/$e")" 'j["attempts"]')" = 1 ] || fail "launched twice"
 }
 
 case_cancel() {
@@ -345,6 +382,20 @@ case_slurm() {
   grep -Eq '\{\{[A-Z0-9_]+\}\}' "$work/state/jobs/$id/job.sbatch" && fail "unrendered variables left"
   [ "$(jget "$body" 'j["progress"]["layers_done"]')" = "$(jget "$body" 'j["progress"]["layers_total"]')" ] || fail "progress $body"
   api GET "/v1/jobs/$id/manifest"; [ "$STATUS" = 200 ] || fail "manifest $STATUS"
+  # The service dies between sbatch and recording the SLURM job id: restarted, it finds the
+  # job in the queue by its name and follows it; it does not submit it again.
+  stop_server
+  crash_after_launch "$(stories_spec "$work/data/out2")" --launcher slurm \
+    --slurm-template "$SHARDQ_SOURCE/slurm/single_node.sbatch" --ranks 2 --slurm-var TIME_LIMIT=00:10:00
+  id=$JOB_ID
+  slurm_id=$(squeue -h --name "shardq-$id" -o %i)
+  [ -n "$slurm_id" ] || fail "sbatch had not queued the job"
+  start_server --launcher slurm --slurm-template "$SHARDQ_SOURCE/slurm/single_node.sbatch" --ranks 2
+  wait_state "$id" succeeded 180
+  api GET "/v1/jobs/$id"; body=$BODY
+  [ "$(jget "$body" 'j["launcher"]["slurm_job_id"]')" = "$slurm_id" ] && [ "$(jget "$body" 'j["attempts"]')" = 1 ] \
+    || fail "not the queued SLURM job $slurm_id: $body"
+  [ "$(scontrol show job -o | grep -c "JobName=shardq-$id ")" = 1 ] || fail "submitted twice: $(scontrol show job -o)"
 }
 
 "case_$1"
