@@ -28,7 +28,7 @@ struct ServeFlags {
   std::string listen = "127.0.0.1:8080";
   std::string state_dir, token_file, launcher = "local", port_file, log_level;
   std::vector<std::string> data_roots, slurm_vars;
-  int max_running = 1, ranks = 1, threads = 2, read_timeout_s = 30;
+  int max_running = 1, ranks = 1, threads = 2, read_timeout_s = 30, max_connections = 256;
   uint64_t max_body_bytes = 1 << 20;
   std::string slurm_template = "slurm/single_node.sbatch";
 };
@@ -83,6 +83,7 @@ void run(const ServeFlags& f) {
   server.max_body_bytes = f.max_body_bytes;
   server.read_timeout = std::chrono::seconds(f.read_timeout_s);
   server.threads = f.threads;
+  server.max_connections = f.max_connections;
   jobs.start();
   service::http_serve(server, api, metrics, [&](unsigned short bound) {
     spdlog::info("{}", nlohmann::json{{"event", "listening"}, {"address", host}, {"port", bound},
@@ -108,6 +109,9 @@ void setup_serve(CLI::App& root) {
   c->add_option("--max-body-bytes", f->max_body_bytes, "Largest request body (413 beyond)")->capture_default_str();
   c->add_option("--read-timeout", f->read_timeout_s, "Seconds a client may take to send a request")->capture_default_str();
   c->add_option("--threads", f->threads, "HTTP threads")->capture_default_str();
+  c->add_option("--max-connections", f->max_connections, "Connections open at once (503 beyond)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65536));
   c->add_option("--port-file", f->port_file, "Write the bound port to this file once listening");
   c->add_option("--log-level", f->log_level, "trace | debug | info | warn | error");
   c->callback([f] { run(*f); });

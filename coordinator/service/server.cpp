@@ -1,6 +1,8 @@
 // Boost.Beast HTTP/1.1 server of `shardq serve` (see server.hpp).
 #include "coordinator/service/server.hpp"
 
+#include <array>
+#include <atomic>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -35,10 +37,16 @@ void fail(beast::error_code ec, const char* what) {
     spdlog::warn("{}", nlohmann::json{{"event", "http_" + std::string(what)}, {"error", ec.message()}}.dump());
 }
 
+// Open connections, shared by the listener and its sessions: a session counts from its
+// construction to its destruction (the socket's close).
+using connection_count = std::shared_ptr<std::atomic<int>>;
+
 class session : public std::enable_shared_from_this<session> {
  public:
-  session(tcp::socket&& socket, const ServerConfig& config, const Api& api, Metrics& metrics)
-      : stream_(std::move(socket)), config_(config), api_(api), metrics_(metrics) {}
+  session(tcp::socket&& socket, const ServerConfig& config, const Api& api, Metrics& metrics, connection_count open)
+      : stream_(std::move(socket)), config_(config), api_(api), metrics_(metrics), open_(std::move(open)),
+        over_capacity_(open_->fetch_add(1) >= config.max_connections) {}
+  ~session() { open_->fetch_sub(1); }
 
   void run() { net::dispatch(stream_.get_executor(), beast::bind_front_handler(&session::do_read, shared_from_this())); }
 
@@ -61,6 +69,13 @@ class session : public std::enable_shared_from_this<session> {
     target_ = std::string(header.target());
     start_ = clock_type::now();
     if (ec) return refuse_or_fail(ec);
+    if (over_capacity_) {
+      // Answered once its header is read, so that the client gets the 503 and not a reset.
+      return send(error_response(503, "too_many_connections",
+                                 fmt::format("the server holds its limit of {} connections; retry later",
+                                             config_.max_connections),
+                                 "", header.version(), false));
+    }
     const bool has_body = header.chunked() || header.has_content_length();
     if (has_body && !api_.may_send_body(header)) {
       // The body is never read, so the connection cannot be reused.
@@ -93,6 +108,12 @@ class session : public std::enable_shared_from_this<session> {
                                  fmt::format("the body is larger than {} bytes", config_.max_body_bytes), "body",
                                  version ? version : 11, false));
     }
+    // A request that is not HTTP/1.1 gets one answer before the connection closes; a client
+    // that went away or was too slow gets none.
+    if (ec == http::error::header_limit)
+      return send(error_response(431, "header_too_large", "the request header is larger than 16 KiB", "", 11, false));
+    if (ec.category() == http::make_error_code(http::error::bad_target).category() && ec != http::error::partial_message)
+      return send(error_response(400, "bad_request", fmt::format("not an HTTP/1.1 request: {}", ec.message()), "", 11, false));
     fail(ec, "read");
   }
 
@@ -116,9 +137,22 @@ class session : public std::enable_shared_from_this<session> {
     do_read();
   }
 
+  // RFC 9112 §9.6: close the sending side only, and drain what the client still sends (a body
+  // never read, a request after the last answer) until it closes or 2 s pass. Closing with
+  // unread bytes makes the kernel reset the connection, and a reset can discard the answer
+  // before the client has read it.
   void do_close() {
     beast::error_code ec;
     stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    if (ec) return;
+    stream_.expires_after(std::chrono::seconds(2));
+    drain();
+  }
+
+  void drain() {
+    stream_.async_read_some(net::buffer(discard_), [self = shared_from_this()](beast::error_code ec, std::size_t) {
+      if (!ec) self->drain();
+    });
   }
 
   beast::tcp_stream stream_;
@@ -130,6 +164,9 @@ class session : public std::enable_shared_from_this<session> {
   std::shared_ptr<http_response> res_;
   std::string method_, target_;
   clock_type::time_point start_;
+  connection_count open_;
+  const bool over_capacity_;
+  std::array<char, 4096> discard_;
 };
 
 class listener : public std::enable_shared_from_this<listener> {
@@ -176,7 +213,7 @@ class listener : public std::enable_shared_from_this<listener> {
     }
     accept_starved_ = false;
     if (ec) fail(ec, "accept");
-    else std::make_shared<session>(std::move(socket), config_, api_, metrics_)->run();
+    else std::make_shared<session>(std::move(socket), config_, api_, metrics_, open_)->run();
     do_accept();
   }
 
@@ -184,6 +221,7 @@ class listener : public std::enable_shared_from_this<listener> {
   tcp::acceptor acceptor_;
   net::steady_timer retry_;     // the next accept after running out of descriptors
   bool accept_starved_ = false;
+  connection_count open_ = std::make_shared<std::atomic<int>>(0);
   const ServerConfig& config_;
   const Api& api_;
   Metrics& metrics_;

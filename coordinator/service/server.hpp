@@ -1,6 +1,7 @@
 // The HTTP side of `shardq serve`, after Boost.Beast's example/http/server/async: a listener
 // that gives each connection its own strand, sessions running read → handle → write with
-// keep-alive, a body size limit (413) and read timeouts (slow clients are dropped), and a
+// keep-alive, a body size limit (413), a header limit (431), 400 for what is not HTTP/1.1, a
+// connection cap (503) and read timeouts (slow clients are dropped), and a
 // clean stop on SIGINT/SIGTERM through net::signal_set. Requests are answered by
 // Api::handle_request; every answer is logged as one JSON line and counted in Metrics.
 #pragma once
@@ -20,6 +21,10 @@ struct ServerConfig {
   uint64_t max_body_bytes = 1 << 20;
   std::chrono::seconds read_timeout{30};  // for a whole request, and idle keep-alive
   int threads = 2;
+  // Connections open at once; one more is answered 503 and closed. Idle keep-alive clients
+  // hold a descriptor each until the read timeout, so the cap, kept under the descriptor limit,
+  // leaves room for the job store, logs and launchers.
+  int max_connections = 256;
 };
 
 // Serves until SIGINT or SIGTERM. `on_listening` gets the bound port. Throws io_error when

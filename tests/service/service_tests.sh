@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tests of `shardq serve` over loopback HTTP (issue 8). usage: service_tests.sh CASE
 #   submit_eval   stories260K job to succeeded, progress monotone 0 → layers_total, manifest, eval
-#   errors        400 (each naming the field), 401, 403 (../ and symlinks), 404, 405, 409, 413
+#   errors        400 (each naming the field), 401, 403 (../ and symlinks), 404, 405, 409, 413,
+#                 400 for what is not HTTP, 431, 503 past --max-connections
 #   concurrent    200 GETs over 20 keep-alive connections answered while a job runs
 #   restart       kill -9 of the service: running job re-attached, queued job starts,
 #                 a job whose processes died meanwhile ends failed with the reason, a job
@@ -84,7 +85,7 @@ case_errors() {
   out=$(timeout 20 "$SHARDQ_BIN" serve --listen 127.0.0.1:0 --state-dir "$work/unnamed_state" --data-root "$work/data" \
     --token-file <(echo "$TOKEN") --launcher slurm --slurm-template "$work/unnamed.sbatch" 2>&1) || rc=$?
   [ "$rc" = 1 ] && grep -q "unnamed.sbatch' must name the job" <<<"$out" || fail "unnamed template: rc $rc: $out"
-  start_server --max-body-bytes 4096 --read-timeout 2
+  start_server --max-body-bytes 4096 --read-timeout 2 --max-connections 8
   local body spec
   spec=$(stories_spec "$work/data/out")
   # 400: each names the field.
@@ -207,6 +208,36 @@ import socket, sys
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
 s.sendall(b"M123 /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 assert s.recv(100).startswith(b"HTTP/1.1 405"), "M123 was not refused"
+PYEOF
+  # What is not HTTP/1.1 gets one answer, 400 (431 for a header over 16 KiB), then the close;
+  # past --max-connections a client gets 503, and once connections close it is served again.
+  "$PY" - "$PORT" <<'PYEOF' || fail "garbage, header limit or connection cap"
+import socket, sys, time
+port = int(sys.argv[1])
+def ask(data):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(10)
+    s.sendall(data)
+    reply = b""
+    while chunk := s.recv(4096):
+        reply += chunk
+    return reply
+reply = ask(b"HELLO THERE\r\n\r\n")
+assert reply.startswith(b"HTTP/1.1 400") and b'"code":"bad_request"' in reply, reply[:300]
+reply = ask(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 20000 + b"\r\n\r\n")
+assert reply.startswith(b"HTTP/1.1 431"), reply[:300]
+idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]
+time.sleep(0.5)
+reply = ask(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+assert reply.startswith(b"HTTP/1.1 503") and b"too_many_connections" in reply, reply[:300]
+for s in idle:
+    s.close()
+for _ in range(50):
+    time.sleep(0.1)
+    if ask(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").startswith(b"HTTP/1.1 200"):
+        break
+else:
+    raise AssertionError("still refused after the idle connections closed")
 PYEOF
   api GET /metrics
   grep -q 'method="M123"' <<<"$BODY" && fail "an invented method became a label"
