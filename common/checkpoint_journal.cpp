@@ -165,15 +165,12 @@ void commit_record_write(const fs::path& dir, const JournalShard& s, const std::
 std::optional<JournalShard> commit_record_read(const fs::path& dir, const std::string& shard_file,
                                                const std::string& identity_sha256) {
   const fs::path path = dir / commit_record_name(shard_file);
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
-  std::stringstream buffer;
-  buffer << in.rdbuf();
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return std::nullopt;
   // Written atomically, so a damaged record is not a crash's trace: whatever it is, the
   // shard it would describe is redone rather than trusted.
   try {
-    std::string why;
-    const json j = parse_json_text(buffer.str(), why);
+    const json j = json_file_read(path, path.string());
     if (j.at("identity_sha256").get<std::string>() != identity_sha256) return std::nullopt;
     JournalShard s = journal_shard_from_json(j.at("shard"), path.string());
     if (s.file != shard_file || s.sha256.empty()) return std::nullopt;

@@ -1,10 +1,8 @@
 #include "common/job_spec.hpp"
 
 #include <algorithm>
-#include <fstream>
 #include <limits>
 #include <set>
-#include <sstream>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -370,14 +368,11 @@ json job_spec_to_json(const JobSpec& s) {
 }
 
 json job_spec_read_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw io_error(fmt::format("cannot read job spec '{}'", path.string()));
-  std::stringstream text;
-  text << in.rdbuf();
-  std::string why;
-  json j = parse_json_text(text.str(), why);
-  if (j.is_discarded()) throw spec_error("config", fmt::format("'{}' is not valid JSON: {}", path.string(), why));
-  return j;
+  try {
+    return json_file_read(path, fmt::format("job spec '{}'", path.string()));
+  } catch (const io_error& e) {
+    throw spec_error("config", e.what());
+  }
 }
 
 void job_spec_check_paths(const JobSpec& s, bool force) {

@@ -1,6 +1,11 @@
 #include "common/json_text.hpp"
 
+#include <fstream>
+#include <sstream>
+
 #include <fmt/format.h>
+
+#include "common/error.hpp"
 
 namespace shardq {
 
@@ -29,6 +34,18 @@ json parse_json_text(std::string_view text, std::string& error) {
     if (const size_t at = error.find("] "); at != std::string::npos) error.erase(0, at + 2);
   }
   return json(json::value_t::discarded);
+}
+
+json json_file_read(const std::filesystem::path& path, std::string_view what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw io_error(fmt::format("cannot read {}", what));
+  std::stringstream text;
+  text << in.rdbuf();
+  if (in.bad()) throw io_error(fmt::format("cannot read {}", what));
+  std::string why;
+  json j = parse_json_text(text.str(), why);
+  if (j.is_discarded()) throw io_error(fmt::format("{}: not valid JSON ({})", what, why));
+  return j;
 }
 
 std::string_view json_kind(const json& j) {

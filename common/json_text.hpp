@@ -7,6 +7,7 @@
 // levels, so documents deeper than max_json_depth are refused where they are parsed.
 #pragma once
 
+#include <filesystem>
 #include <string>
 #include <string_view>
 
@@ -19,6 +20,11 @@ inline constexpr int max_json_depth = 64;
 // The document in `text`; on failure a discarded value (is_discarded()) and `error` says why
 // ("syntax error at byte 12: ..." or "nested deeper than 64 levels").
 nlohmann::json parse_json_text(std::string_view text, std::string& error);
+
+// The JSON document in the file at `path`, parsed as above. io_error "cannot read WHAT" or
+// "WHAT: not valid JSON (why)", where `what` names the file for the user ("config.json
+// (/models/x/config.json)", "safetensors index '...'").
+nlohmann::json json_file_read(const std::filesystem::path& path, std::string_view what);
 
 // "an array", "an object", "a string", ... for messages.
 std::string_view json_kind(const nlohmann::json& j);

@@ -2,9 +2,7 @@
 #include "common/manifest.hpp"
 
 #include <cmath>
-#include <fstream>
 #include <limits>
-#include <sstream>
 
 #include "common/atomic_file.hpp"
 #include "common/checkpoint_journal.hpp"
@@ -277,22 +275,17 @@ void manifest_write(const std::filesystem::path& dir, const Manifest& m) {
 nlohmann::json manifest_read_json(const std::filesystem::path& path, std::string* source) {
   const bool is_dir = std::filesystem::is_directory(path);
   const std::filesystem::path file = is_dir ? path / manifest_file_name : path;
-  std::ifstream in(file, std::ios::binary);
-  if (!in) {
+  std::error_code ec;
+  if (!std::filesystem::exists(file, ec)) {
     if (is_dir && journal_exists(path))
       throw io_error(fmt::format("'{}' is an unfinished shardq checkpoint (a journal, no {}): `shardq inspect --verify` "
                                  "lists its committed layers, `shardq quantize ... --resume` finishes it",
                                  path.string(), manifest_file_name));
     if (is_dir) throw io_error(fmt::format("'{}' is not a complete shardq checkpoint: no {}", path.string(), manifest_file_name));
-    throw io_error(fmt::format("cannot open manifest '{}'", file.string()));
+    throw io_error(fmt::format("manifest '{}' does not exist", file.string()));
   }
-  std::stringstream text;
-  text << in.rdbuf();
   if (source) *source = "'" + file.string() + "'";
-  std::string why;
-  json j = parse_json_text(text.str(), why);
-  if (j.is_discarded()) throw io_error(fmt::format("'{}' is not valid JSON: {}", file.string(), why));
-  return j;
+  return json_file_read(file, fmt::format("manifest '{}'", file.string()));
 }
 
 Manifest manifest_read(const std::filesystem::path& path) {

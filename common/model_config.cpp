@@ -2,9 +2,7 @@
 // config classes (LlamaConfig, MistralConfig, Qwen2Config) for keys a file may omit.
 #include "common/model_config.hpp"
 
-#include <fstream>
 #include <limits>
-#include <sstream>
 
 #include <fmt/format.h>
 
@@ -211,14 +209,7 @@ ModelConfig model_config_load(const std::filesystem::path& model_dir) {
     throw io_error(fmt::format("config.json ({}): no such file (is '{}' a model directory?)", path.string(),
                                model_dir.string()));
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw io_error(fmt::format("config.json ({}): cannot be read", path.string()));
-  std::stringstream text;
-  text << in.rdbuf();
-  std::string why;
-  const json j = parse_json_text(text.str(), why);
-  if (j.is_discarded()) throw io_error(fmt::format("config.json ({}): not valid JSON ({})", path.string(), why));
-  return model_config_from_json(j, path.string());
+  return model_config_from_json(json_file_read(path, fmt::format("config.json ({})", path.string())), path.string());
 }
 
 namespace {

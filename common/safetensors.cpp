@@ -8,10 +8,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <limits>
 #include <set>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -123,13 +121,7 @@ SafetensorsModel::SafetensorsModel(const std::filesystem::path& dir) : dir_(dir)
   const fs::path index_path = dir / index_file_name;
   if (fs::exists(index_path, ec)) {
     const std::string where = fmt::format("safetensors index '{}'", index_path.string());
-    std::ifstream in(index_path, std::ios::binary);
-    if (!in) throw io_error(fmt::format("cannot read {}", where));
-    std::stringstream text;
-    text << in.rdbuf();
-    std::string why;
-    const nlohmann::json index = parse_json_text(text.str(), why);
-    if (index.is_discarded()) throw io_error(fmt::format("{}: not valid JSON ({})", where, why));
+    const nlohmann::json index = json_file_read(index_path, where);
     if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object()) {
       throw io_error(fmt::format("{}: expected an object with a \"weight_map\" object", where));
     }

@@ -11,6 +11,7 @@
 #include "common/atomic_file.hpp"
 #include "common/error.hpp"
 #include "common/fault.hpp"
+#include "common/json_text.hpp"
 #include "common/job_spec.hpp"
 #include "common/log.hpp"
 #include "coordinator/job_plan.hpp"
@@ -57,10 +58,9 @@ std::vector<json> progress_read(const fs::path& file, uint64_t& offset) {
   while (std::getline(in, line)) {
     if (in.eof()) break;  // no newline yet: the writer is mid-line
     offset += line.size() + 1;
-    try {
-      out.push_back(json::parse(line));
-    } catch (const json::exception&) {
-    }
+    // The job's own lines; one that does not parse (a crash's torn write) is skipped.
+    std::string why;
+    if (json ev = parse_json_text(line, why); !ev.is_discarded()) out.push_back(std::move(ev));
   }
   return out;
 }
@@ -144,10 +144,9 @@ void JobManager::recover() {
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(config_.state_dir / "jobs", ec)) {
     const JobPaths paths(config_.state_dir, entry.path().filename().string());
-    std::ifstream in(paths.record);
-    if (!in) continue;
+    if (std::error_code missing; !fs::exists(paths.record, missing)) continue;
     try {
-      JobRecord job = job_record_from_json(json::parse(in));
+      JobRecord job = job_record_from_json(json_file_read(paths.record, paths.record.string()));
       // Every view of a job reads its spec: a record whose spec does not parse would fail
       // each listing, submission and supervisor pass, so it is skipped like an unreadable one.
       job_spec_from_json(job.spec);
