@@ -30,6 +30,15 @@ struct Target {
 
 Target parse_target(std::string_view target) {
   Target t;
+  // RFC 9112 §3.2.2: a server accepts the absolute form ("http://host:port/path", what a client
+  // speaking through a proxy sends) and routes by its path.
+  for (const std::string_view scheme : {std::string_view("http://"), std::string_view("https://")}) {
+    if (target.size() >= scheme.size() && boost::beast::iequals({target.data(), scheme.size()}, {scheme.data(), scheme.size()})) {
+      const auto slash = target.find_first_of("/?", scheme.size());
+      target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
+      break;
+    }
+  }
   const auto q = target.find('?');
   const std::string_view path = target.substr(0, q);
   size_t i = 0;
