@@ -44,7 +44,14 @@ __global__ void gptq_block_kernel(float* __restrict__ wt, float* __restrict__ er
                                   int64_t group_cols, int64_t n_groups, float maxq, bool sym) {
   const int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (r >= rows) return;
-  float scale = scale_state[r], zero = zero_state[r];
+  // A block that starts a group sets its grid at j = b0; only one inside a group continues the
+  // previous block's (the first block's state is never written before, compute-sanitizer
+  // initcheck flags reading it).
+  float scale = 0.0f, zero = 0.0f;
+  if (b0 % group_cols != 0) {
+    scale = scale_state[r];
+    zero = zero_state[r];
+  }
   for (int64_t j = b0; j < b1; ++j) {
     if (j % group_cols == 0) {
       // cpu group_params: columns past the block still lack this block's pending updates
