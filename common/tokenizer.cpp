@@ -16,14 +16,22 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
   return text;
 }
 
-std::unique_ptr<Tokenizer> tokenizer_load(const std::filesystem::path& model_dir) {
+std::unique_ptr<Tokenizer> tokenizer_load(const std::filesystem::path& model_dir, int model_vocab_size) {
   const auto model = model_dir / "tokenizer.model";
   const auto bin = model_dir / "tokenizer.bin";
-  if (std::filesystem::exists(model)) return tokenizer_sentencepiece_load(model);
-  if (std::filesystem::exists(bin)) return tokenizer_llama2c_load(bin);
-  throw io_error(fmt::format("no tokenizer in '{}': expected tokenizer.model (SentencePiece) or "
-                             "tokenizer.bin (llama2.c)",
-                             model_dir.string()));
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::filesystem::path file;
+  if (std::filesystem::exists(model)) tokenizer = tokenizer_sentencepiece_load(file = model);
+  else if (std::filesystem::exists(bin)) tokenizer = tokenizer_llama2c_load(file = bin);
+  else
+    throw io_error(fmt::format("no tokenizer in '{}': expected tokenizer.model (SentencePiece) or "
+                               "tokenizer.bin (llama2.c)",
+                               model_dir.string()));
+  io_check(model_vocab_size <= 0 || tokenizer->vocab_size() <= model_vocab_size,
+           "tokenizer '{}' has {} tokens, more than the model's vocab_size {} (config.json): it is another model's "
+           "tokenizer",
+           file.string(), tokenizer->vocab_size(), model_vocab_size);
+  return tokenizer;
 }
 
 std::string text_file_read(const std::filesystem::path& path, std::string_view what) {

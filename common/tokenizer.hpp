@@ -29,8 +29,10 @@ class Tokenizer {
 std::unique_ptr<Tokenizer> tokenizer_llama2c_load(const std::filesystem::path& tokenizer_bin);
 std::unique_ptr<Tokenizer> tokenizer_sentencepiece_load(const std::filesystem::path& tokenizer_model);
 // tokenizer.model (SentencePiece) if present in `model_dir`, else tokenizer.bin (llama2.c);
-// io_error when neither exists.
-std::unique_ptr<Tokenizer> tokenizer_load(const std::filesystem::path& model_dir);
+// io_error when neither exists. With `model_vocab_size` > 0 (config.json's vocab_size) a
+// tokenizer with more tokens than the embedding has rows is refused at once: it belongs to
+// another model, and its ids would otherwise fail only when a text happens to use one.
+std::unique_ptr<Tokenizer> tokenizer_load(const std::filesystem::path& model_dir, int model_vocab_size = 0);
 
 // The bytes of a text file (calibration or evaluation text) for document_stream. A NUL byte
 // is refused with its offset: the llama2.c tokenizer reads C strings (run.c), so the rest of

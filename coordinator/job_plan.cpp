@@ -130,7 +130,7 @@ JobPlan make_plan(const json& spec_json, const JobOptions& options, int n_ranks)
     return p;
   }
   std::unique_ptr<Tokenizer> tokenizer;
-  if (p.spec.calibration.format == "text") tokenizer = tokenizer_load(model_tokenizer_dir(p.spec.model));
+  if (p.spec.calibration.format == "text") tokenizer = tokenizer_load(model_tokenizer_dir(p.spec.model), p.config.vocab_size);
   const auto stream = calibration_stream(p.spec.calibration.path, p.spec.calibration.format, tokenizer.get(),
                                          p.config.vocab_size);
   p.windows = calibration_windows(stream, p.spec.calibration.samples, p.seq_len, p.spec.calibration.seed);

@@ -33,7 +33,7 @@ struct EvalArgs {
 
 void run_eval(const EvalArgs& a) {
   const ModelWeights model = model_weights_load(a.model);
-  const std::unique_ptr<Tokenizer> tokenizer = tokenizer_load(model_tokenizer_dir(a.model));
+  const std::unique_ptr<Tokenizer> tokenizer = tokenizer_load(model_tokenizer_dir(a.model), model.config.vocab_size);
   const std::vector<int32_t> stream = document_stream(*tokenizer, text_file_read(a.text, "text file"), a.separator);
   if (stream.size() < 2) throw spec_error("text", fmt::format("'{}' holds no tokens to predict", a.text));
   std::unique_ptr<ModelWeights> ref;

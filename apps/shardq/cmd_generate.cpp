@@ -118,7 +118,7 @@ bool printable_piece(const std::string& piece) {
 
 void run_generate(const GenerateArgs& a) {
   const ModelWeights model = model_weights_load(a.model);
-  const std::unique_ptr<Tokenizer> tokenizer = tokenizer_load(model_tokenizer_dir(a.model));
+  const std::unique_ptr<Tokenizer> tokenizer = tokenizer_load(model_tokenizer_dir(a.model), model.config.vocab_size);
   const int context = model.config.max_position_embeddings;
   const int steps = (a.steps <= 0 || a.steps > context) ? context : a.steps;
   const std::vector<int32_t> prompt = tokenizer->encode(a.prompt, true);

@@ -225,6 +225,16 @@ TEST(Tokenizer, LoadPrefersSentencePieceModel) {
   fs::copy_file(baby_dir() / "tok105.model", dir / "tokenizer.model");
   // Only SentencePiece maps a newline to <unk>.
   EXPECT_EQ(tokenizer_load(dir.path())->encode("a\nb", false)[2], 0);
+  // 105 tokens fit an embedding of 105 rows or more, not one of 100.
+  EXPECT_EQ(tokenizer_load(dir.path(), 105)->vocab_size(), 105);
+  EXPECT_EQ(tokenizer_load(dir.path(), 128)->vocab_size(), 105);
+  try {
+    tokenizer_load(dir.path(), 100);
+    FAIL() << "expected io_error";
+  } catch (const io_error& e) {
+    EXPECT_NE(std::string(e.what()).find("has 105 tokens, more than the model's vocab_size 100"), std::string::npos)
+        << e.what();
+  }
   try {
     tokenizer_load(dir / "missing");
     FAIL() << "expected io_error";
