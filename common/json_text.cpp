@@ -37,11 +37,12 @@ json parse_json_text(std::string_view text, std::string& error) {
 }
 
 json json_file_read(const std::filesystem::path& path, std::string_view what) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) throw io_error(fmt::format("cannot read {}: not a regular file", what));
   std::ifstream in(path, std::ios::binary);
   if (!in) throw io_error(fmt::format("cannot read {}", what));
   std::stringstream text;
   text << in.rdbuf();
-  if (in.bad()) throw io_error(fmt::format("cannot read {}", what));
   std::string why;
   json j = parse_json_text(text.str(), why);
   if (j.is_discarded()) throw io_error(fmt::format("{}: not valid JSON ({})", what, why));

@@ -170,6 +170,16 @@ void JobManager::recover_launch(JobRecord& job) {
     job.state = job_state::queued;
     return;
   }
+  // Its wrapper wrote an exit status (start_queued removes the last attempt's): this attempt
+  // ran to its end while the service was down.
+  if (const auto code = job_exit_code_read(paths(job.id))) {
+    LaunchPoll ended;
+    ended.finished = true;
+    ended.exit_code = code;
+    job.launcher_info = {{"kind", job.launcher}, {"found", "exit_code"}};
+    finish(job, ended);
+    return;
+  }
   Launcher* launcher = launcher_for(job.launcher);
   try {
     if (!launcher) throw io_error(fmt::format("this service runs without the {} launcher", job.launcher));

@@ -73,12 +73,15 @@ class LocalLauncher final : public Launcher {
     return launch_info(spawn_process_group(argv, paths.log, env), argv);
   }
 
-  // Its wrapper is the leader of its own process group and carries the job's exit file, a
-  // path no other job's process has, in its environment.
+  // Its wrapper leads its own process group and carries the job's exit file, a path no other
+  // job's process has, in its environment. Open MPI makes every rank a group leader too, with
+  // the same environment: the wrapper is the one whose argv names it "shardq-job".
   json find_unrecorded(const JobRecord& job, const JobPaths& paths) override {
-    const auto leaders = process_group_leaders_with_env("SHARDQ_EXIT_FILE", paths.exit_code.string());
-    if (leaders.empty()) return nullptr;
-    return launch_info(leaders.front(), job_argv(job, paths));
+    for (const pid_t pid : process_group_leaders_with_env("SHARDQ_EXIT_FILE", paths.exit_code.string())) {
+      const auto argv = process_cmdline(pid);
+      if (argv.size() > 3 && argv[3] == "shardq-job") return launch_info(pid, job_argv(job, paths));
+    }
+    return nullptr;
   }
 
   LaunchPoll poll(const JobRecord& job, const JobPaths& paths) override {
@@ -179,11 +182,6 @@ class SlurmLauncher final : public Launcher {
     std::ostringstream ss;
     ss << in.rdbuf();
     template_ = ss.str();
-    // find_unrecorded() looks a job up by this name.
-    if (!std::regex_search(template_, std::regex(R"(#SBATCH[ \t]+(--job-name[ =]|-J[ \t]*)\{\{JOB_NAME\}\})")))
-      throw io_error(fmt::format("SLURM template '{}' must name the job '#SBATCH --job-name={{{{JOB_NAME}}}}' (the "
-                                 "service finds a job it submitted but had not recorded by that name)",
-                                 c_.slurm_template.string()));
   }
   std::string kind() const override { return "slurm"; }
 
@@ -205,7 +203,9 @@ class SlurmLauncher final : public Launcher {
     const std::string script = slurm_template_render(template_, vars, c_.slurm_template.string());
     write_file_atomic(paths.sbatch, script);
     ::chmod(paths.sbatch.c_str(), 0755);
-    const auto out = run_command_capture({"sbatch", "--parsable", paths.sbatch.string()}, std::chrono::seconds(60));
+    // The name on the command line overrides the template's: find_unrecorded() looks it up.
+    const auto out = run_command_capture({"sbatch", "--parsable", "--job-name=" + vars["JOB_NAME"], paths.sbatch.string()},
+                                         std::chrono::seconds(60));
     if (out.exit_code != 0)
       throw io_error(fmt::format("sbatch '{}' failed (exit {}): {}", paths.sbatch.string(), out.exit_code, trim(out.err)));
     const std::string id = trim(out.out.substr(0, out.out.find(';')));

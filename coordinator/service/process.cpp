@@ -173,6 +173,13 @@ std::vector<pid_t> process_group_leaders_with_env(const std::string& name, const
   return out;
 }
 
+std::vector<std::string> process_cmdline(pid_t pid) {
+  std::vector<std::string> argv;
+  std::ifstream in(fmt::format("/proc/{}/cmdline", pid), std::ios::binary);
+  for (std::string arg; std::getline(in, arg, '\0');) argv.push_back(arg);
+  return argv;
+}
+
 pid_t spawn_process_group(const std::vector<std::string>& argv_in, const fs::path& log_file,
                           const std::map<std::string, std::string>& env_extra) {
   if (argv_in.empty()) throw io_error("spawn: empty command");

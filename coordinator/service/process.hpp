@@ -32,6 +32,9 @@ std::vector<pid_t> process_descendants(pid_t pid);
 // but had not recorded when the service stopped.
 std::vector<pid_t> process_group_leaders_with_env(const std::string& name, const std::string& value);
 
+// The argv of `pid` (/proc/PID/cmdline); empty when it is gone.
+std::vector<std::string> process_cmdline(pid_t pid);
+
 // posix_spawn of argv[0] (searched in PATH) in a new process group whose id is the child's
 // pid, stdin from /dev/null, stdout and stderr appended to `log_file`, `env` added to the
 // service's own environment. Throws io_error naming the program on failure.

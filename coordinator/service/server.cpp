@@ -1,6 +1,7 @@
 // Boost.Beast HTTP/1.1 server of `shardq serve` (see server.hpp).
 #include "coordinator/service/server.hpp"
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <memory>
@@ -58,7 +59,9 @@ class session : public std::enable_shared_from_this<session> {
     parser_.emplace();
     parser_->body_limit(config_.max_body_bytes);
     parser_->header_limit(16 * 1024);
-    stream_.expires_after(config_.read_timeout);
+    // A connection over the cap is waited for 2 s at most: it holds a descriptor meanwhile.
+    stream_.expires_after(over_capacity_ ? std::min<clock_type::duration>(config_.read_timeout, std::chrono::seconds(2))
+                                         : clock_type::duration(config_.read_timeout));
     http::async_read_header(stream_, buffer_, *parser_, beast::bind_front_handler(&session::on_header, shared_from_this()));
   }
 

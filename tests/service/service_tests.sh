@@ -77,14 +77,6 @@ PYEOF
 
 case_errors() {
   prepare_stories
-  # A SLURM template that does not name the job shardq-ID is refused at start: the service
-  # finds a job it submitted but had not recorded by that name.
-  sed 's/--job-name={{JOB_NAME}}/--job-name=fixed/' "$SHARDQ_SOURCE/slurm/single_node.sbatch" > "$work/unnamed.sbatch"
-  local out rc=0
-  mkdir -p "$work/unnamed_state"
-  out=$(timeout 20 "$SHARDQ_BIN" serve --listen 127.0.0.1:0 --state-dir "$work/unnamed_state" --data-root "$work/data" \
-    --token-file <(echo "$TOKEN") --launcher slurm --slurm-template "$work/unnamed.sbatch" 2>&1) || rc=$?
-  [ "$rc" = 1 ] && grep -q "unnamed.sbatch' must name the job" <<<"$out" || fail "unnamed template: rc $rc: $out"
   start_server --max-body-bytes 4096 --read-timeout 2 --max-connections 8
   local body spec
   spec=$(stories_spec "$work/data/out")
@@ -359,6 +351,16 @@ case_restart() {
   grep -q "\"event\":\"job_launch_found\",\"id\":\"$e\"" "$work/serve.log" || fail "no job_launch_found event"
   wait_state "$e" succeeded 180
   [ "$(jget "$(apib GET "/v1/jobs/$e")" 'j["attempts"]')" = 1 ] || fail "launched twice"
+  # ... and when the job has already ended by the restart, its exit status decides; it is not
+  # run again (which would find its own output non-empty and fail).
+  stop_server
+  crash_after_launch "$(stories_spec "$work/data/out_f")" --max-running 1
+  local f=$JOB_ID
+  for _ in $(seq 600); do [ -s "$work/state/jobs/$f/exit_code" ] && break; sleep 0.1; done
+  [ "$(cat "$work/state/jobs/$f/exit_code")" = 0 ] || fail "the unrecorded job did not end with status 0"
+  start_server --max-running 1
+  wait_state "$f" succeeded 30
+  [ "$(jget "$(apib GET "/v1/jobs/$f")" 'j["attempts"]')" = 1 ] || fail "a finished job was launched again"
 }
 
 case_cancel() {
@@ -418,7 +420,9 @@ case_slurm() {
   # The service dies between sbatch and recording the SLURM job id: restarted, it finds the
   # job in the queue by its name and follows it; it does not submit it again.
   stop_server
-  crash_after_launch "$(stories_spec "$work/data/out2")" --launcher slurm \
+  local SLOW_SAMPLES=16
+  prepare_slow
+  crash_after_launch "$(slow_spec "$work/data/out2")" --launcher slurm \
     --slurm-template "$SHARDQ_SOURCE/slurm/single_node.sbatch" --ranks 2 --slurm-var TIME_LIMIT=00:10:00
   id=$JOB_ID
   slurm_id=$(squeue -h --name "shardq-$id" -o %i)
