@@ -12,7 +12,7 @@ trap 'rm -rf "$work"' EXIT
 run() {  # run <name> <fault> <schedule>: expects failure
   local start end rc=0
   start=$(date +%s.%N)
-  SHARDQ_FAULT="$2" timeout 120 mpirun --oversubscribe -np 3 -x SHARDQ_FAULT "$SHARDQ_BIN" quantize \
+  SHARDQ_FAULT="$2" timeout -k 10 120 mpirun --oversubscribe -np 3 -x SHARDQ_FAULT "$SHARDQ_BIN" quantize \
     --model "$work/model" --output "$work/$1" --calibration "$work/tokens.bin" --calibration-format tokens \
     --samples 12 --seq-len 64 --group-size 32 --schedule "$3" --quiet >"$work/$1.out" 2>"$work/$1.err" || rc=$?
   end=$(date +%s.%N)
