@@ -174,6 +174,9 @@ class LocalLauncher final : public Launcher {
   LauncherConfig c_;
 };
 
+// The SLURM job name of a service job: given to sbatch, looked up by find_unrecorded().
+std::string slurm_job_name(const JobRecord& job) { return "shardq-" + job.id; }
+
 class SlurmLauncher final : public Launcher {
  public:
   explicit SlurmLauncher(LauncherConfig c) : c_(std::move(c)) {
@@ -190,7 +193,7 @@ class SlurmLauncher final : public Launcher {
                                                {"TIME_LIMIT", "1-00:00:00"}, {"RANKS", std::to_string(c_.ranks)}};
     for (const auto& [k, v] : c_.slurm_vars) vars[k] = v;
     const auto args = quantize_args(c_, job, paths);
-    vars["JOB_NAME"] = "shardq-" + job.id;
+    vars["JOB_NAME"] = slurm_job_name(job);
     vars["JOB_ID"] = job.id;
     vars["JOB_DIR"] = paths.dir.string();
     vars["SHARDQ_BIN"] = c_.shardq_bin.string();
@@ -204,7 +207,7 @@ class SlurmLauncher final : public Launcher {
     write_file_atomic(paths.sbatch, script);
     ::chmod(paths.sbatch.c_str(), 0755);
     // The name on the command line overrides the template's: find_unrecorded() looks it up.
-    const auto out = run_command_capture({"sbatch", "--parsable", "--job-name=" + vars["JOB_NAME"], paths.sbatch.string()},
+    const auto out = run_command_capture({"sbatch", "--parsable", "--job-name=" + slurm_job_name(job), paths.sbatch.string()},
                                          std::chrono::seconds(60));
     if (out.exit_code != 0)
       throw io_error(fmt::format("sbatch '{}' failed (exit {}): {}", paths.sbatch.string(), out.exit_code, trim(out.err)));
@@ -214,10 +217,11 @@ class SlurmLauncher final : public Launcher {
     return {{"kind", "slurm"}, {"slurm_job_id", id}, {"script", paths.sbatch.string()}, {"slurm_state", "PENDING"}};
   }
 
-  // By the job name of the script: sbatch may have queued it just before the service stopped.
-  // A SLURM job that has already left the queue is not found, and the job runs again.
+  // By its job name: sbatch may have queued it just before the service stopped. One that has
+  // left the queue without writing its exit status (recover_launch reads that first) is not
+  // found, and the job runs again.
   json find_unrecorded(const JobRecord& job, const JobPaths& paths) override {
-    const std::string name = "shardq-" + job.id;
+    const std::string name = slurm_job_name(job);
     const auto q = run_command_capture({"squeue", "-h", "--name", name, "-o", "%i %T"}, std::chrono::seconds(30));
     if (q.exit_code != 0)
       throw io_error(fmt::format("squeue --name {} failed (exit {}): {}", name, q.exit_code, trim(q.err)));
