@@ -9,6 +9,7 @@
 
 #include "common/error.hpp"
 #include "common/json_text.hpp"
+#include "common/output_lock.hpp"
 
 namespace shardq {
 namespace {
@@ -394,7 +395,7 @@ void job_spec_check_paths(const JobSpec& s, bool force) {
   }
   if (fs::exists(out_abs, ec)) {
     if (!fs::is_directory(out_abs, ec)) throw spec_error("output", fmt::format("'{}' exists and is not a directory", s.output));
-    if (!fs::is_empty(out_abs, ec) && !force && !s.resume)
+    if (!force && !s.resume && output_has_files(out_abs))
       throw spec_error("output", fmt::format("'{}' exists and is not empty (use --force to overwrite or --resume)", s.output));
   }
 }

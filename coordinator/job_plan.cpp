@@ -194,6 +194,13 @@ JobPlan broadcast_plan(Comm& comm, const json& spec_json, const JobOptions& opti
   JobPlan p;
   root_step(comm, [&] { p = make_plan(spec_json, options, comm.size()); });
   if (!options.dry_run) {
+    root_step(comm, [&] {
+      resume_check_target(p);
+      p.output_lock.emplace(p.spec.output);
+      // Again under the lock: a job that finished on this output after make_plan looked
+      // must not be overwritten without --force.
+      job_spec_check_paths(p.spec, options.force);
+    });
     // The job's identity and what an interrupted run left (coordinator/resume.hpp); the
     // hashing of model files and committed shards is split across the ranks.
     std::vector<fs::path> model_files;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,7 @@
 #include "common/checkpoint_journal.hpp"
 #include "common/job_spec.hpp"
 #include "common/model_config.hpp"
+#include "common/output_lock.hpp"
 #include "coordinator/allocation.hpp"
 #include "coordinator/plan.hpp"
 #include "coordinator/precision_policy.hpp"
@@ -41,6 +43,7 @@ struct JobPlan {
   std::vector<JournalShard> adopted; // rank 0 only: published shards the journal lacked (resume.hpp)
   nlohmann::json resume_report;      // rank 0 only: what resume_check() found
   CudaMatmul cuda_matmul;            // device cuda: matmul precision per phase (SHARDQ_CUDA_MATMUL)
+  std::optional<OutputLock> output_lock;  // rank 0 only, not with --dry-run: held until the job ends
   bool is_committed(int shard) const { return committed.at(static_cast<size_t>(shard)) != 0; }
   int samples() const { return seq_len ? static_cast<int>(windows.size() / static_cast<size_t>(seq_len)) : 0; }
   int n_micro_batches() const { return (samples() + micro_batch - 1) / micro_batch; }
@@ -56,8 +59,9 @@ struct JobPlan {
 // the job would refuse is answered 400 instead of accepted and failed when it runs.
 JobPlan plan_from_spec(const JobSpec& spec, int n_ranks);
 
-// Rank 0 builds the plan (everything that can fail on user input, before any work starts);
-// every rank gets it, or the same collective_error.
+// Rank 0 builds the plan (everything that can fail on user input, before any work starts)
+// and, unless it is a dry run, locks the output before it reads what an earlier run left
+// there; every rank gets the plan, or the same collective_error.
 JobPlan broadcast_plan(Comm& comm, const nlohmann::json& spec_json, const JobOptions& options);
 
 // The allocation's entries for the linears of `layer`.

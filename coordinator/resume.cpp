@@ -9,6 +9,7 @@
 #include "common/checkpoint_verify.hpp"
 #include "common/error.hpp"
 #include "common/manifest.hpp"
+#include "common/output_lock.hpp"
 #include "common/safetensors.hpp"
 #include "common/sha256.hpp"
 #include "common/thread_pool.hpp"
@@ -173,14 +174,17 @@ json job_identity(const JobPlan& p, const std::vector<std::string>& model_digest
   return identity;
 }
 
+void resume_check_target(const JobPlan& p) {
+  if (p.spec.resume && !journal_exists(p.spec.output) && output_has_files(p.spec.output))
+    throw spec_error("resume", fmt::format("'{}' has no {} to resume from (not a shardq job's output, or written "
+                                           "before journals existed); {}", p.spec.output, journal_file_name, start_over));
+}
+
 std::optional<Journal> resume_open(const JobPlan& p) {
   if (!p.spec.resume) return std::nullopt;
   const fs::path dir = p.spec.output;
-  std::error_code ec;
   if (!journal_exists(dir)) {
-    if (fs::exists(dir, ec) && !fs::is_empty(dir, ec))
-      throw spec_error("resume", fmt::format("'{}' has no {} to resume from (not a shardq job's output, or written "
-                                             "before journals existed); {}", p.spec.output, journal_file_name, start_over));
+    resume_check_target(p);
     return std::nullopt;
   }
   Journal journal = journal_read(dir);

@@ -45,6 +45,11 @@ std::vector<std::string> model_identity_files(const JobPlan& p);
 // model_identity_files() in that order.
 nlohmann::json job_identity(const JobPlan& p, const std::vector<std::string>& model_digests);
 
+// --resume into a directory that holds files (the lock file aside) but no journal is
+// refused (spec_error "resume"); called before the output is locked, so that a foreign
+// directory is left exactly as it was.
+void resume_check_target(const JobPlan& p);
+
 // Rank 0, before any work: the journal an existing output directory holds for this job, or
 // none. Without a journal: an empty or missing directory is a fresh start, a non-empty one
 // is refused. With one, the identities must be equal (spec_error naming the field, the model

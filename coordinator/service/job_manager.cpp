@@ -14,6 +14,7 @@
 #include "common/json_text.hpp"
 #include "common/job_spec.hpp"
 #include "common/log.hpp"
+#include "common/output_lock.hpp"
 #include "coordinator/job_plan.hpp"
 
 namespace shardq::service {
@@ -220,6 +221,19 @@ void JobManager::stop() {
   if (supervisor_.joinable()) supervisor_.join();
 }
 
+void JobManager::check_output_free(const std::string& output, const std::string& self) const {
+  for (const auto& [id, other] : jobs_) {
+    const std::string other_output = other.spec.value("output", "");
+    if (id != self && !job_state_final(other.state) && outputs_overlap(other_output, output))
+      throw api_error(409, "output_in_use",
+                      fmt::format("job {} is writing '{}', which is, holds or lies in '{}'", id, other_output, output),
+                      "output");
+  }
+  // A job this service did not launch (a user's mpirun, a SLURM job submitted by hand).
+  if (const auto holder = output_lock_holder(output))
+    throw api_error(409, "output_in_use", output_busy_message(output, *holder), "output");
+}
+
 JobRecord JobManager::submit(const json& body, bool force) {
   JobSpec spec;
   try {
@@ -249,12 +263,7 @@ JobRecord JobManager::submit(const json& body, bool force) {
   job.created_at = unix_now();
   {
     std::lock_guard lock(mutex_);
-    for (const auto& [id, other] : jobs_) {
-      if (!job_state_final(other.state) && outputs_overlap(other.spec.value("output", ""), spec.output))
-        throw api_error(409, "output_in_use",
-                        fmt::format("job {} is writing '{}', which is or holds '{}'", id, other.spec.value("output", ""),
-                                    spec.output), "output");
-    }
+    check_output_free(spec.output, "");
     do job.id = new_job_id();
     while (jobs_.count(job.id));
     const JobPaths p = paths(job.id);
@@ -313,11 +322,7 @@ JobRecord JobManager::resume(const std::string& id) {
     JobRecord& job = it->second;
     if (job.state != job_state::failed && job.state != job_state::cancelled)
       throw api_error(409, "conflict", fmt::format("job {} is {}; only failed or cancelled jobs resume", id, job_state_name(job.state)));
-    for (const auto& [other_id, other] : jobs_) {
-      if (other_id != id && !job_state_final(other.state) &&
-          outputs_overlap(other.spec.value("output", ""), job.spec.value("output", "")))
-        throw api_error(409, "output_in_use", fmt::format("job {} is writing the same output", other_id), "output");
-    }
+    check_output_free(job.spec.value("output", ""), id);
     job.spec["resume"] = true;
     write_file_atomic(paths(id).spec, job.spec.dump(2) + "\n");
     job.state = job_state::queued;

@@ -88,6 +88,10 @@ class JobManager {
   void recover();
   void recover_launch(JobRecord& job);
   void save(const JobRecord& job) const;
+  // 409 output_in_use when a job of this service other than `self` writes an output that is,
+  // holds or lies in `output`, or another process holds its lock (common/output_lock.hpp).
+  // Called with mutex_ held.
+  void check_output_free(const std::string& output, const std::string& self) const;
   void supervise();
   void poll_running();
   void poll_one(JobRecord& job);  // poll_running's work for one job

@@ -14,3 +14,6 @@ foreach(schedule sequential pipeline)
                          TIMEOUT 900 PROCESSORS 2)
   endforeach()
 endforeach()
+# One writer per output directory: a second job on a running job's output is refused.
+add_test(NAME mpi.one_writer COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/one_writer.sh)
+set_tests_properties(mpi.one_writer PROPERTIES LABELS "mpi" ENVIRONMENT "${SHARDQ_TEST_ENV}" TIMEOUT 600 PROCESSORS 2)

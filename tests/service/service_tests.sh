@@ -14,7 +14,11 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d /tmp/shardq-service.XXXXXX)
 source "$here/lib.sh"
-cleanup() { stop_server; [ -n "${SLURM_STOP:-}" ] && $SLURM_STOP; rm -rf "$work"; }
+cleanup() {
+  stop_server; [ -n "${SLURM_STOP:-}" ] && $SLURM_STOP
+  if [ -n "${CLI_PID:-}" ]; then kill -CONT "$CLI_PID" 2>/dev/null; kill "$CLI_PID" 2>/dev/null; fi
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 case_submit_eval() {
@@ -133,6 +137,19 @@ case_errors() {
   # ... also when spelled with a trailing slash, and for an output inside it or holding it.
   expect_error 409 output "$(with "j['output']='rel_out/'")"
   expect_error 409 output "$(with "j['output']='rel_out/sub'")"
+  # ... and, even with ?force=true, an output that a job this service did not launch is
+  # writing (a user's own shardq quantize, stopped here while it holds the output's lock).
+  prepare_slow
+  "$SHARDQ_BIN" quantize --model "$work/data/slow" --output "$work/data/cli_out" --calibration "$work/data/slow_tokens.bin" \
+    --calibration-format tokens --samples 16 --seq-len 256 --group-size 64 --quiet >/dev/null 2>&1 &
+  CLI_PID=$!
+  for _ in $(seq 600); do grep -q '"pid":' "$work/data/cli_out/.shardq-lock" 2>/dev/null && break; sleep 0.05; done
+  kill -STOP "$CLI_PID"
+  expect_error 409 output "$(with "j['output']='cli_out'")" '?force=true'
+  grep -q "being written by another shardq job (pid $CLI_PID on host " <<<"$body" || fail "foreign writer: $body"
+  kill -CONT "$CLI_PID"
+  wait "$CLI_PID" || fail "the CLI job failed after the refused submit"
+  CLI_PID=
   wait_state "$rel_id" succeeded 120
   expect_error 400 output "$(with "j['output']='rel_out'")"
   api POST '/v1/jobs?force=true' --data-binary "$(with "j['output']='rel_out'")"; body=$BODY
