@@ -113,8 +113,13 @@ class session : public std::enable_shared_from_this<session> {
     }
     // A request that is not HTTP/1.1 gets one answer before the connection closes; a client
     // that went away or was too slow gets none.
-    if (ec == http::error::header_limit)
+    if (ec == http::error::header_limit) {
+      // No target parsed: the request line itself never ended within the limit, which RFC 9110
+      // §15.5.15 answers 414 (the target is what grows); otherwise the fields did (RFC 6585 §5).
+      if (parser_->get().target().empty())
+        return send(error_response(414, "uri_too_long", "the request line is longer than 16 KiB", "", 11, false));
       return send(error_response(431, "header_too_large", "the request header is larger than 16 KiB", "", 11, false));
+    }
     if (ec.category() == http::make_error_code(http::error::bad_target).category() && ec != http::error::partial_message)
       return send(error_response(400, "bad_request", fmt::format("not an HTTP/1.1 request: {}", ec.message()), "", 11, false));
     fail(ec, "read");

@@ -2,7 +2,7 @@
 # Tests of `shardq serve` over loopback HTTP (issue 8). usage: service_tests.sh CASE
 #   submit_eval   stories260K job to succeeded, progress monotone 0 → layers_total, manifest, eval
 #   errors        400 (each naming the field), 401, 403 (../ and symlinks), 404, 405, 409, 413,
-#                 400 for what is not HTTP, 431, 503 past --max-connections, absolute-form targets
+#                 400 for what is not HTTP, 414, 431, 503 past --max-connections, absolute-form targets
 #   concurrent    200 GETs over 20 keep-alive connections answered while a job runs
 #   restart       kill -9 of the service: running job re-attached, queued job starts,
 #                 a job whose processes died meanwhile ends failed with the reason, a job
@@ -218,7 +218,8 @@ s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
 s.sendall(b"M123 /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 assert s.recv(100).startswith(b"HTTP/1.1 405"), "M123 was not refused"
 PYEOF
-  # What is not HTTP/1.1 gets one answer, 400 (431 for a header over 16 KiB), then the close;
+  # What is not HTTP/1.1 gets one answer, 400 (414 for a request line, 431 for a header over
+  # 16 KiB), then the close;
   # past --max-connections a client gets 503, and once connections close it is served again.
   "$PY" - "$PORT" <<'PYEOF' || fail "garbage, header limit or connection cap"
 import socket, sys, time
@@ -237,6 +238,8 @@ reply = ask(b"GET http://127.0.0.1/healthz HTTP/1.1\r\nHost: x\r\nConnection: cl
 assert reply.startswith(b"HTTP/1.1 200"), "absolute-form target: " + repr(reply[:300])
 reply = ask(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 20000 + b"\r\n\r\n")
 assert reply.startswith(b"HTTP/1.1 431"), reply[:300]
+reply = ask(b"GET /healthz?" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+assert reply.startswith(b"HTTP/1.1 414") and b'"code":"uri_too_long"' in reply, reply[:300]
 idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]
 time.sleep(0.5)
 reply = ask(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
