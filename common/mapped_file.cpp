@@ -11,26 +11,17 @@
 #include <utility>
 
 #include "common/error.hpp"
+#include "common/unique_fd.hpp"
 
 namespace shardq {
-namespace {
-
-// Closes the descriptor on every path out of the constructor; the mapping outlives it.
-struct FdCloser {
-  int fd;
-  ~FdCloser() {
-    if (fd >= 0) ::close(fd);
-  }
-};
-
-}  // namespace
 
 MappedFile::MappedFile(const std::filesystem::path& path) : path_(path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
+  // Closed on every path out of the constructor; the mapping outlives it.
+  const UniqueFd file{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+  if (!file) {
     throw io_error(fmt::format("cannot open '{}': {}", path.string(), std::strerror(errno)));
   }
-  FdCloser closer{fd};
+  const int fd = file.get();
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     throw io_error(fmt::format("cannot stat '{}': {}", path.string(), std::strerror(errno)));

@@ -9,7 +9,6 @@
 #include <cstring>
 #include <optional>
 #include <string>
-#include <utility>
 
 #include <fmt/chrono.h>
 #include <nlohmann/json.hpp>
@@ -46,15 +45,13 @@ std::string output_busy_message(const std::filesystem::path& output_dir, const s
 
 std::optional<std::string> output_lock_holder(const std::filesystem::path& output_dir) {
   const std::filesystem::path path = output_dir / output_lock_file_name;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return std::nullopt;  // no lock file: no job has written here
+  const UniqueFd file{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+  if (!file) return std::nullopt;  // no lock file: no job has written here
   struct flock probe {};
   probe.l_type = F_WRLCK;
   probe.l_whence = SEEK_SET;
-  std::optional<std::string> holder;
-  if (::fcntl(fd, F_OFD_GETLK, &probe) == 0 && probe.l_type != F_UNLCK) holder = holder_of(fd);
-  ::close(fd);
-  return holder;
+  if (::fcntl(file.get(), F_OFD_GETLK, &probe) != 0 || probe.l_type == F_UNLCK) return std::nullopt;
+  return holder_of(file.get());
 }
 
 bool output_has_files(const std::filesystem::path& dir) {
@@ -69,18 +66,15 @@ OutputLock::OutputLock(const std::filesystem::path& output_dir) {
   std::filesystem::create_directories(output_dir, ec);
   io_check(!ec, "cannot create output directory '{}': {}", output_dir.string(), ec.message());
   const std::filesystem::path path = output_dir / output_lock_file_name;
-  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  io_check(fd_ >= 0, "cannot open lock file '{}': {}", path.string(), std::strerror(errno));
+  file_ = UniqueFd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  io_check(bool(file_), "cannot open lock file '{}': {}", path.string(), std::strerror(errno));
   struct flock lock {};
   lock.l_type = F_WRLCK;
   lock.l_whence = SEEK_SET;  // l_start = l_len = 0: the whole file
-  if (::fcntl(fd_, F_OFD_SETLK, &lock) != 0) {
+  if (::fcntl(file_.get(), F_OFD_SETLK, &lock) != 0) {
     const int saved = errno;
-    const std::string holder = (saved == EAGAIN || saved == EACCES) ? holder_of(fd_) : std::string();
-    ::close(fd_);
-    fd_ = -1;
     if (saved == EAGAIN || saved == EACCES)
-      throw spec_error("output", output_busy_message(output_dir, holder));
+      throw spec_error("output", output_busy_message(output_dir, holder_of(file_.get())));
     throw io_error(fmt::format("cannot lock '{}': {}", path.string(), std::strerror(saved)));
   }
   const std::string record =
@@ -90,23 +84,9 @@ OutputLock::OutputLock(const std::filesystem::path& output_dir) {
           .dump() +
       "\n";
   // What the file says is only for the message above; the lock is held whether or not it is written.
-  if (::ftruncate(fd_, 0) == 0) {
-    [[maybe_unused]] const ssize_t n = ::pwrite(fd_, record.data(), record.size(), 0);
+  if (::ftruncate(file_.get(), 0) == 0) {
+    [[maybe_unused]] const ssize_t n = ::pwrite(file_.get(), record.data(), record.size(), 0);
   }
-}
-
-OutputLock::~OutputLock() {
-  if (fd_ >= 0) ::close(fd_);  // closing the last descriptor of the description releases the lock
-}
-
-OutputLock::OutputLock(OutputLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-
-OutputLock& OutputLock::operator=(OutputLock&& other) noexcept {
-  if (this != &other) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = std::exchange(other.fd_, -1);
-  }
-  return *this;
 }
 
 }  // namespace shardq

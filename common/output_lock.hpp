@@ -16,6 +16,8 @@
 #include <string>
 #include <string_view>
 
+#include "common/unique_fd.hpp"
+
 namespace shardq {
 
 inline constexpr std::string_view output_lock_file_name = ".shardq-lock";
@@ -39,15 +41,12 @@ class OutputLock {
   // Creates `output_dir` if it does not exist, then takes the lock without waiting. Throws
   // spec_error("output") naming the holder (pid, host, start time) when another job holds it,
   // io_error when the directory or file cannot be made or the filesystem refuses locks.
+  // Moved, not copied; released when the last owner goes (closing the only descriptor of
+  // the open file description drops its lock).
   explicit OutputLock(const std::filesystem::path& output_dir);
-  ~OutputLock();
-  OutputLock(OutputLock&& other) noexcept;
-  OutputLock& operator=(OutputLock&& other) noexcept;
-  OutputLock(const OutputLock&) = delete;
-  OutputLock& operator=(const OutputLock&) = delete;
 
  private:
-  int fd_ = -1;
+  UniqueFd file_;
 };
 
 }  // namespace shardq

@@ -16,6 +16,7 @@
 #include "common/error.hpp"
 #include "common/json_text.hpp"
 #include "common/mapped_file.hpp"
+#include "common/unique_fd.hpp"
 
 namespace shardq {
 namespace {
@@ -35,13 +36,6 @@ bool is_plain_file_name(const std::string& name) {
   return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
          name.find('\0') == std::string::npos;
 }
-
-struct Fd {
-  int fd = -1;
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-};
 
 void pwrite_all(int fd, const std::byte* data, std::size_t n, uint64_t offset, const std::filesystem::path& path) {
   while (n > 0) {
@@ -236,25 +230,25 @@ void safetensors_write(const std::filesystem::path& path, const std::vector<Tens
 
   std::filesystem::path tmp = path;
   tmp += ".tmp";
-  Fd out{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
-  if (out.fd < 0) throw fail(fmt::format("cannot create '{}': {}", tmp.string(), std::strerror(errno)));
+  UniqueFd out{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
+  if (!out) throw fail(fmt::format("cannot create '{}': {}", tmp.string(), std::strerror(errno)));
   try {
     std::byte prefix[8];
     for (int i = 0; i < 8; ++i) prefix[i] = static_cast<std::byte>(static_cast<uint64_t>(text.size()) >> (8 * i));
-    pwrite_all(out.fd, prefix, 8, 0, tmp);
-    pwrite_all(out.fd, reinterpret_cast<const std::byte*>(text.data()), text.size(), 8, tmp);
+    pwrite_all(out.get(), prefix, 8, 0, tmp);
+    pwrite_all(out.get(), reinterpret_cast<const std::byte*>(text.data()), text.size(), 8, tmp);
     uint64_t pos = 8 + text.size();
     std::vector<std::byte> buffer(static_cast<std::size_t>(std::min<uint64_t>(write_chunk_bytes, offset)));
     for (std::size_t i = 0; i < tensors.size(); ++i) {
       for (uint64_t done = 0; done < sizes[i];) {
         const auto n = static_cast<std::size_t>(std::min<uint64_t>(buffer.size(), sizes[i] - done));
         tensors[i].fill(done, std::span<std::byte>(buffer.data(), n));
-        pwrite_all(out.fd, buffer.data(), n, pos, tmp);
+        pwrite_all(out.get(), buffer.data(), n, pos, tmp);
         done += n;
         pos += n;
       }
     }
-    const int fd = std::exchange(out.fd, -1);
+    const int fd = out.release();
     if (::close(fd) != 0) throw fail(fmt::format("closing '{}': {}", tmp.string(), std::strerror(errno)));
     std::error_code ec;
     std::filesystem::rename(tmp, path, ec);

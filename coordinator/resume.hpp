@@ -46,8 +46,9 @@ std::vector<std::string> model_identity_files(const JobPlan& p);
 nlohmann::json job_identity(const JobPlan& p, const std::vector<std::string>& model_digests);
 
 // --resume into a directory that holds files (the lock file aside) but no journal is
-// refused (spec_error "resume"); called before the output is locked, so that a foreign
-// directory is left exactly as it was.
+// refused (spec_error "resume"). broadcast_plan calls it before it locks the output, so that
+// a foreign directory is left exactly as it was; resume_open again under the lock, where no
+// other job can have written meanwhile.
 void resume_check_target(const JobPlan& p);
 
 // Rank 0, before any work: the journal an existing output directory holds for this job, or

@@ -16,6 +16,7 @@
 #include <fmt/format.h>
 
 #include "common/error.hpp"
+#include "common/unique_fd.hpp"
 
 extern char** environ;
 
@@ -115,17 +116,6 @@ struct FileActions {
   ~FileActions() { posix_spawn_file_actions_destroy(&actions); }
 };
 
-struct Fd {
-  int fd = -1;
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-  void reset() {
-    if (fd >= 0) ::close(fd);
-    fd = -1;
-  }
-};
-
 }  // namespace
 
 std::optional<uint64_t> process_start_time(pid_t pid) {
@@ -216,14 +206,14 @@ CommandOutput run_command_capture(const std::vector<std::string>& argv_in, std::
     ::close(out_pipe[1]);
     return result;
   }
-  Fd out_r{out_pipe[0]}, out_w{out_pipe[1]}, err_r{err_pipe[0]}, err_w{err_pipe[1]};
+  UniqueFd out_r{out_pipe[0]}, out_w{out_pipe[1]}, err_r{err_pipe[0]}, err_w{err_pipe[1]};
   std::vector<std::string> argv = argv_in;
   auto c_argv = c_array(argv);
   SpawnAttr attr(false);
   FileActions fa;
   posix_spawn_file_actions_addopen(&fa.actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&fa.actions, out_w.fd, 1);
-  posix_spawn_file_actions_adddup2(&fa.actions, err_w.fd, 2);
+  posix_spawn_file_actions_adddup2(&fa.actions, out_w.get(), 1);
+  posix_spawn_file_actions_adddup2(&fa.actions, err_w.get(), 2);
   pid_t pid = 0;
   const int rc = posix_spawnp(&pid, c_argv[0], &fa.actions, &attr.attr, c_argv.data(), environ);
   if (rc != 0) {
@@ -242,7 +232,7 @@ CommandOutput run_command_capture(const std::vector<std::string>& argv_in, std::
       ::kill(pid, SIGKILL);
       break;
     }
-    pollfd fds[2] = {{out_open ? out_r.fd : -1, POLLIN, 0}, {err_open ? err_r.fd : -1, POLLIN, 0}};
+    pollfd fds[2] = {{out_open ? out_r.get() : -1, POLLIN, 0}, {err_open ? err_r.get() : -1, POLLIN, 0}};
     if (::poll(fds, 2, static_cast<int>(left.count())) < 0 && errno != EINTR) break;
     for (int i = 0; i < 2; ++i) {
       if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;

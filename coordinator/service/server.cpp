@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cstdint>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -28,6 +29,9 @@ using tcp = net::ip::tcp;
 using clock_type = std::chrono::steady_clock;
 
 namespace {
+
+// Request line and header fields together, as Beast's parser counts them.
+constexpr std::uint32_t header_limit_kib = 16;
 
 void fail(beast::error_code ec, const char* what) {
   // Disconnects and timeouts of clients are routine; they are logged at debug level.
@@ -58,7 +62,7 @@ class session : public std::enable_shared_from_this<session> {
   void do_read() {
     parser_.emplace();
     parser_->body_limit(config_.max_body_bytes);
-    parser_->header_limit(16 * 1024);
+    parser_->header_limit(header_limit_kib * 1024);
     // A connection over the cap is waited for 2 s at most: it holds a descriptor meanwhile.
     stream_.expires_after(over_capacity_ ? std::min<clock_type::duration>(config_.read_timeout, std::chrono::seconds(2))
                                          : clock_type::duration(config_.read_timeout));
@@ -117,8 +121,10 @@ class session : public std::enable_shared_from_this<session> {
       // No target parsed: the request line itself never ended within the limit, which RFC 9110
       // §15.5.15 answers 414 (the target is what grows); otherwise the fields did (RFC 6585 §5).
       if (parser_->get().target().empty())
-        return send(error_response(414, "uri_too_long", "the request line is longer than 16 KiB", "", 11, false));
-      return send(error_response(431, "header_too_large", "the request header is larger than 16 KiB", "", 11, false));
+        return send(error_response(414, "uri_too_long", fmt::format("the request line is longer than {} KiB", header_limit_kib),
+                                   "", 11, false));
+      return send(error_response(431, "header_too_large", fmt::format("the request header is larger than {} KiB", header_limit_kib),
+                                 "", 11, false));
     }
     if (ec.category() == http::make_error_code(http::error::bad_target).category() && ec != http::error::partial_message)
       return send(error_response(400, "bad_request", fmt::format("not an HTTP/1.1 request: {}", ec.message()), "", 11, false));
