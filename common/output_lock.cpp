@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.hpp"
+#include "common/log.hpp"
 
 namespace shardq {
 namespace {
@@ -75,6 +76,17 @@ OutputLock::OutputLock(const std::filesystem::path& output_dir) {
     const int saved = errno;
     if (saved == EAGAIN || saved == EACCES)
       throw spec_error("output", output_busy_message(output_dir, holder_of(file_.get())));
+    // Locks switched off where the file lives (Lustre mounted noflock: ENOSYS; NFS without
+    // its lock manager: ENOLCK; a kernel before 3.15: EINVAL): best effort, as HDF5 does
+    // with H5_IGNORE_DISABLED_FILE_LOCKS. Refusing would make such a cluster's scratch
+    // unusable for a check that only guards against a second job.
+    if (saved == ENOSYS || saved == ENOLCK || saved == EOPNOTSUPP || saved == EINVAL) {
+      spdlog::warn("output: '{}' is on a filesystem that refuses fcntl locks ({}); the job runs, but a second job "
+                   "writing this output at the same time will not be stopped",
+                   output_dir.string(), std::strerror(saved));
+      file_.reset();
+      return;
+    }
     throw io_error(fmt::format("cannot lock '{}': {}", path.string(), std::strerror(saved)));
   }
   const std::string record =

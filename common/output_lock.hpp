@@ -40,7 +40,8 @@ class OutputLock {
  public:
   // Creates `output_dir` if it does not exist, then takes the lock without waiting. Throws
   // spec_error("output") naming the holder (pid, host, start time) when another job holds it,
-  // io_error when the directory or file cannot be made or the filesystem refuses locks.
+  // io_error when the directory or file cannot be made. Where the filesystem refuses fcntl
+  // locks (ENOSYS, ENOLCK, EOPNOTSUPP, EINVAL) it logs one warning and holds nothing.
   // Moved, not copied; released when the last owner goes (closing the only descriptor of
   // the open file description drops its lock).
   explicit OutputLock(const std::filesystem::path& output_dir);

@@ -16,4 +16,5 @@ foreach(schedule sequential pipeline)
 endforeach()
 # One writer per output directory: a second job on a running job's output is refused.
 add_test(NAME mpi.one_writer COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/one_writer.sh)
-set_tests_properties(mpi.one_writer PROPERTIES LABELS "mpi" ENVIRONMENT "${SHARDQ_TEST_ENV}" TIMEOUT 600 PROCESSORS 2)
+set_tests_properties(mpi.one_writer PROPERTIES LABELS "mpi" TIMEOUT 600 PROCESSORS 2
+  ENVIRONMENT "${SHARDQ_TEST_ENV};SHARDQ_LOCKS_REFUSED_LIB=$<TARGET_FILE:shardq_fcntl_locks_refused>")
