@@ -97,6 +97,13 @@ std::string log_error_line(const fs::path& log) {
   return one_line(found);
 }
 
+// A cancel that ends the job before (or without) a launch to stop.
+void end_cancelled(JobRecord& job) {
+  job.state = job_state::cancelled;
+  job.finished_at = unix_now();
+  job.error = "cancelled on request";
+}
+
 }  // namespace
 
 fs::path resolve_in_data_roots(const std::string& path, const std::string& field, const std::vector<fs::path>& roots) {
@@ -182,23 +189,53 @@ void JobManager::recover_launch(JobRecord& job) {
     return;
   }
   Launcher* launcher = launcher_for(job.launcher);
-  try {
-    if (!launcher) throw io_error(fmt::format("this service runs without the {} launcher", job.launcher));
-    json found = launcher->find_unrecorded(job, paths(job.id));
-    if (found.is_null()) {
-      job.state = job_state::queued;
-      job.launcher_info = json::object();
-      return;
-    }
-    job.launcher_info = std::move(found);
-    spdlog::info("{}", json{{"event", "job_launch_found"}, {"id", job.id}, {"launcher", job.launcher_info}}.dump());
-  } catch (const std::exception& e) {
+  if (!launcher) {
     job.state = job_state::failed;
     job.finished_at = unix_now();
-    job.error = fmt::format("the service stopped while launching the job and cannot tell whether it started ({}); "
-                            "resume it once that is known",
-                            one_line(e.what()));
+    job.error = fmt::format("the service stopped while launching the job and now runs without the {} launcher, so it "
+                            "cannot tell whether the job started; resume it once that is known",
+                            job.launcher);
+    return;
   }
+  json found;
+  try {
+    found = launcher->find_unrecorded(job, paths(job.id));
+  } catch (const std::exception& e) {
+    // The launcher cannot be asked now (slurmctld down or failing over). Failing the job would
+    // show one that may be running as failed, and its resume would queue a second writer:
+    // it stays running, its launch unresolved, and the supervisor asks again each pass.
+    const std::string error = one_line(e.what());
+    if (job.launcher_info.value("lookup_error", "") != error)
+      spdlog::warn("{}", json{{"event", "job_launch_unresolved"}, {"id", job.id}, {"error", error}}.dump());
+    job.launcher_info["lookup_error"] = error;
+    return;
+  }
+  if (found.is_null()) {
+    job.launcher_info = json::object();
+    if (job.cancel_requested) end_cancelled(job);
+    else job.state = job_state::queued;
+    return;
+  }
+  job.launcher_info = std::move(found);
+  spdlog::info("{}", json{{"event", "job_launch_found"}, {"id", job.id}, {"launcher", job.launcher_info}}.dump());
+}
+
+// recover_launch again for a job whose lookup failed at recovery: the launcher's commands run
+// outside the lock, then the result replaces the record unless the job changed meanwhile
+// (only a cancel can reach it: it is running and has no launch to poll).
+void JobManager::resolve_launch(const JobRecord& job) {
+  JobRecord resolved = job;
+  recover_launch(resolved);
+  std::lock_guard lock(mutex_);
+  auto it = jobs_.find(job.id);
+  if (it == jobs_.end() || it->second.state != job_state::running || it->second.launcher_info.contains("kind")) return;
+  if (it->second.cancel_requested && !resolved.cancel_requested) {
+    resolved.cancel_requested = true;
+    if (resolved.state == job_state::queued) end_cancelled(resolved);
+  }
+  if (job_record_to_json(resolved) == job_record_to_json(it->second)) return;
+  it->second = std::move(resolved);
+  save(it->second);  // queued again: start_queued, next in this pass, launches it
 }
 
 void JobManager::save(const JobRecord& job) const {
@@ -301,12 +338,8 @@ JobRecord JobManager::cancel(const std::string& id) {
   JobRecord& job = it->second;
   if (job_state_final(job.state))
     throw api_error(409, "conflict", fmt::format("job {} has already ended ({})", id, job_state_name(job.state)));
-  if (job.state == job_state::queued) {
-    job.state = job_state::cancelled;
-    job.finished_at = unix_now();
-  } else {
-    job.cancel_requested = true;
-  }
+  if (job.state == job_state::queued) end_cancelled(job);
+  else job.cancel_requested = true;
   save(job);
   spdlog::info("{}", json{{"event", "job_cancel"}, {"id", id}, {"state", job_state_name(job.state)}}.dump());
   wake_.notify_all();
@@ -373,14 +406,15 @@ void JobManager::poll_running() {
   {
     std::lock_guard lock(mutex_);
     for (const auto& [id, job] : jobs_)
-      if (job.state == job_state::running && job.launcher_info.contains("kind")) running.push_back(job);
+      if (job.state == job_state::running) running.push_back(job);
   }
   // Launchers run commands (squeue, scancel) and read files: outside the lock, then the
   // fields the supervisor owns are merged into the current record.
   for (JobRecord& job : running) {
     // One job's failure (a launcher command, a full disk at save) must not stop the others'.
     try {
-      poll_one(job);
+      if (job.launcher_info.contains("kind")) poll_one(job);
+      else resolve_launch(job);
     } catch (const std::exception& e) {
       spdlog::error("{}", json{{"event", "supervisor_error"}, {"id", job.id}, {"error", one_line(e.what())}}.dump());
     }

@@ -8,7 +8,9 @@
 // exit status the wrapper wrote; SLURM: the job id). A job whose launch had begun but was not
 // yet recorded is looked for by its launcher (local: the process group whose environment names
 // the job's exit file; SLURM: squeue by the job's name) and re-attached, or queued again when
-// nothing is found: never launched twice. A job ends succeeded only with exit status 0 and a
+// nothing is found: never launched twice. While the launcher cannot be asked (squeue fails)
+// the job stays running, its launcher_info naming the lookup_error, and is looked for again
+// on every supervisor pass. A job ends succeeded only with exit status 0 and a
 // manifest.json in its output, failed with the reason otherwise.
 #pragma once
 
@@ -87,6 +89,7 @@ class JobManager {
  private:
   void recover();
   void recover_launch(JobRecord& job);
+  void resolve_launch(const JobRecord& job);  // recover_launch retried by the supervisor
   void save(const JobRecord& job) const;
   // 409 output_in_use when a job of this service other than `self` writes an output that is,
   // holds or lies in `output`, or another process holds its lock (common/output_lock.hpp).

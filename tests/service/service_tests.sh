@@ -9,7 +9,8 @@
 #                 launched but not recorded when the service died is found, not relaunched
 #   cancel        DELETE stops a running job within 5 s and its processes are gone
 #   slurm         a job through a real one-node SLURM (slurm_local.sh) to succeeded; one
-#                 queued by sbatch just before the service died is found by name, not resubmitted
+#                 queued by sbatch just before the service died is found by name, not resubmitted,
+#                 also when squeue fails at the restart (the job waits, running, until it answers)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d /tmp/shardq-service.XXXXXX)
@@ -452,6 +453,45 @@ case_slurm() {
   api GET "/v1/jobs/$id"; body=$BODY
   [ "$(jget "$body" 'j["launcher"]["slurm_job_id"]')" = "$slurm_id" ] && [ "$(jget "$body" 'j["attempts"]')" = 1 ] \
     || fail "not the queued SLURM job $slurm_id: $body"
+  [ "$(scontrol show job -o | grep -c "JobName=shardq-$id ")" = 1 ] || fail "submitted twice: $(scontrol show job -o)"
+  # The same crash, and the restarted service cannot reach the controller (its squeue fails):
+  # the job stays running with the lookup error shown, is neither failed nor resubmitted,
+  # and is found once squeue answers again.
+  stop_server
+  SLOW_SAMPLES=32
+  crash_after_launch "$(slow_spec "$work/data/out3")" --launcher slurm \
+    --slurm-template "$SHARDQ_SOURCE/slurm/single_node.sbatch" --ranks 2 --slurm-var TIME_LIMIT=00:10:00
+  id=$JOB_ID
+  slurm_id=$(squeue -h --name "shardq-$id" -o %i)
+  [ -n "$slurm_id" ] || fail "sbatch had not queued the job"
+  mkdir -p "$work/bin"
+  printf '#!/bin/sh\n[ -e "%s" ] && { echo "squeue: error: Unable to contact slurm controller (connect failure)" >&2; exit 1; }\nexec %s "$@"\n' \
+    "$work/controller_down" "$(command -v squeue)" > "$work/bin/squeue"
+  chmod +x "$work/bin/squeue"
+  touch "$work/controller_down"
+  PATH="$work/bin:$PATH" start_server --launcher slurm --slurm-template "$SHARDQ_SOURCE/slurm/single_node.sbatch" --ranks 2
+  local seen=""
+  for _ in $(seq 50); do
+    api GET "/v1/jobs/$id"; body=$BODY
+    [ "$(jget "$body" 'j["state"]')" = running ] || fail "with squeue failing the job left running: $body"
+    seen=$(jget "$body" 'j["launcher"].get("lookup_error", "")')
+    [ -n "$seen" ] && break
+    sleep 0.1
+  done
+  [[ $seen == *"Unable to contact slurm controller"* ]] || fail "the lookup error is not shown: $body"
+  sleep 2  # several supervisor passes with squeue still failing
+  api GET "/v1/jobs/$id"; body=$BODY
+  [ "$(jget "$body" 'j["state"]')" = running ] && [ "$(jget "$body" 'j["attempts"]')" = 1 ] ||
+    fail "with squeue failing: $body"
+  [ "$(grep -c "\"job_launch_unresolved\".*\"$id\"" "$work/serve.log")" = 1 ] || fail "expected one job_launch_unresolved line"
+  squeue -h -j "$slurm_id" -o %T | grep -q . || fail "SLURM job $slurm_id ended before the controller came back"
+  echo "controller down: running, lookup_error: $seen"
+  rm "$work/controller_down"
+  wait_state "$id" succeeded 180
+  api GET "/v1/jobs/$id"; body=$BODY
+  [ "$(jget "$body" 'j["launcher"]["slurm_job_id"]')" = "$slurm_id" ] && [ "$(jget "$body" 'j["attempts"]')" = 1 ] \
+    || fail "not the queued SLURM job $slurm_id: $body"
+  [ "$(jget "$body" '"lookup_error" in j["launcher"]')" = False ] || fail "the lookup error stayed: $body"
   [ "$(scontrol show job -o | grep -c "JobName=shardq-$id ")" = 1 ] || fail "submitted twice: $(scontrol show job -o)"
 }
 
