@@ -16,6 +16,7 @@
 #include "common/log.hpp"
 #include "common/output_lock.hpp"
 #include "coordinator/job_plan.hpp"
+#include "coordinator/resume.hpp"
 
 namespace shardq::service {
 namespace fs = std::filesystem;
@@ -271,6 +272,22 @@ void JobManager::check_output_free(const std::string& output, const std::string&
     throw api_error(409, "output_in_use", output_busy_message(output, *holder), "output");
 }
 
+void JobManager::check_plan(const JobSpec& spec, bool force) const {
+  try {
+    job_spec_check_paths(spec, force);
+    // What the job would refuse from the spec and the model's files (tensors, allocation,
+    // calibration.path) is refused now; plan_from_spec reads the config and headers only.
+    const JobPlan plan = plan_from_spec(spec, config_.launcher.ranks);
+    resume_check_target(plan);
+  } catch (const spec_error& e) {
+    throw api_error(400, "invalid_spec", e.message(), e.field());
+  } catch (const unsupported_error& e) {
+    throw api_error(400, "unsupported_model", e.what(), "model");
+  } catch (const io_error& e) {
+    throw api_error(400, "invalid_model", e.what(), "model");
+  }
+}
+
 JobRecord JobManager::submit(const json& body, bool force) {
   JobSpec spec;
   try {
@@ -282,18 +299,7 @@ JobRecord JobManager::submit(const json& body, bool force) {
   spec.output = resolve_in_data_roots(spec.output, "output", config_.data_roots).string();
   if (!spec.calibration.path.empty())
     spec.calibration.path = resolve_in_data_roots(spec.calibration.path, "calibration.path", config_.data_roots).string();
-  try {
-    job_spec_check_paths(spec, force);
-    // What the job would refuse from the spec and the model's files (tensors, allocation,
-    // calibration.path) is refused now; plan_from_spec reads the config and headers only.
-    plan_from_spec(spec, config_.launcher.ranks);
-  } catch (const spec_error& e) {
-    throw api_error(400, "invalid_spec", e.message(), e.field());
-  } catch (const unsupported_error& e) {
-    throw api_error(400, "unsupported_model", e.what(), "model");
-  } catch (const io_error& e) {
-    throw api_error(400, "invalid_model", e.what(), "model");
-  }
+  check_plan(spec, force);
   JobRecord job;
   job.spec = job_spec_to_json(spec);
   job.force = force;
@@ -347,14 +353,35 @@ JobRecord JobManager::cancel(const std::string& id) {
 }
 
 JobRecord JobManager::resume(const std::string& id) {
-  JobRecord copy;
-  {
-    std::lock_guard lock(mutex_);
+  // Under the lock: the job, and that it has ended without succeeding.
+  const auto resumable = [&]() -> JobRecord& {
     auto it = jobs_.find(id);
     if (it == jobs_.end()) throw api_error(404, "not_found", fmt::format("no job '{}'", id));
     JobRecord& job = it->second;
     if (job.state != job_state::failed && job.state != job_state::cancelled)
       throw api_error(409, "conflict", fmt::format("job {} is {}; only failed or cancelled jobs resume", id, job_state_name(job.state)));
+    return job;
+  };
+  JobSpec spec;
+  bool force = false;
+  {
+    std::lock_guard lock(mutex_);
+    const JobRecord& job = resumable();
+    spec = job_spec_from_json(job.spec);
+    force = job.force;
+  }
+  // Checked as a submission is, outside the lock: since the job ended its model or
+  // calibration file may have gone, or another job's checkpoint may fill its output.
+  spec.resume = true;
+  try {
+    check_plan(spec, force);
+  } catch (const api_error& e) {
+    throw api_error(409, "cannot_resume", fmt::format("job {} cannot resume: {}", id, e.what()), e.field());
+  }
+  JobRecord copy;
+  {
+    std::lock_guard lock(mutex_);
+    JobRecord& job = resumable();
     check_output_free(job.spec.value("output", ""), id);
     job.spec["resume"] = true;
     write_file_atomic(paths(id).spec, job.spec.dump(2) + "\n");

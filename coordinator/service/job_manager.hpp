@@ -27,6 +27,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/job_spec.hpp"
 #include "coordinator/service/job_record.hpp"
 #include "coordinator/service/launcher.hpp"
 
@@ -90,6 +91,9 @@ class JobManager {
   void recover();
   void recover_launch(JobRecord& job);
   void resolve_launch(const JobRecord& job);  // recover_launch retried by the supervisor
+  // What the job would refuse at its start, refused now: api_error 400 naming the field
+  // (invalid_spec, unsupported_model, invalid_model).
+  void check_plan(const JobSpec& spec, bool force) const;
   void save(const JobRecord& job) const;
   // 409 output_in_use when a job of this service other than `self` writes an output that is,
   // holds or lies in `output`, or another process holds its lock (common/output_lock.hpp).

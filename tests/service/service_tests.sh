@@ -338,6 +338,14 @@ case_restart() {
   # journal the killed run started (its committed layers are not redone).
   local had_journal=no
   [ -f "$work/data/out_c/journal.jsonl" ] && had_journal=yes
+  # Checked as a submission: without its calibration file it cannot resume (409, the field named).
+  mv "$work/data/slow_tokens.bin" "$work/data/slow_tokens.away"
+  api POST "/v1/jobs/$c/resume"; body=$BODY
+  [ "$STATUS" = 409 ] && [ "$(jget "$body" 'j["error"]["code"]')" = cannot_resume ] &&
+    [ "$(jget "$body" 'j["error"]["field"]')" = calibration.path ] || fail "resume without its calibration file: $STATUS $body"
+  [ "$(job_state "$c")" = failed ] || fail "a refused resume changed the job"
+  echo "resume refused: $(jget "$body" 'j["error"]["message"]')"
+  mv "$work/data/slow_tokens.away" "$work/data/slow_tokens.bin"
   api POST "/v1/jobs/$c/resume"; body=$BODY; [ "$STATUS" = 202 ] || fail "resume $STATUS $body"
   [ "$(jget "$(apib GET "/v1/jobs/$c")" 'j["spec"]["resume"]')" = True ] || fail "resume flag not in the spec"
   grep -q '"resume": true' "$work/state/jobs/$c/spec.json" || fail "spec.json not rewritten"
@@ -413,6 +421,12 @@ case_cancel() {
   [ "$(jget "$body" 'j["state"]')" = cancelled ] || fail "queued job not cancelled: $body"
   api DELETE "/v1/jobs/$q1"
   wait_state "$q1" cancelled 10
+  # Its output, never written, now holds a user's files: resume is refused and they stay.
+  mkdir -p "$work/data/out2"; echo "mine" > "$work/data/out2/notes.txt"
+  api POST "/v1/jobs/$q2/resume"; body=$BODY
+  [ "$STATUS" = 409 ] && [ "$(jget "$body" 'j["error"]["field"]')" = resume ] || fail "resume into a foreign directory: $STATUS $body"
+  [ "$(cat "$work/data/out2/notes.txt")" = mine ] && [ "$(ls -A "$work/data/out2")" = notes.txt ] || fail "the user's files changed"
+  [ "$(job_state "$q2")" = cancelled ] || fail "a refused resume changed the job"
 }
 
 case_slurm() {
