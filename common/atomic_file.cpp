@@ -9,17 +9,15 @@
 #include <cstring>
 
 #include "common/error.hpp"
+#include "common/unique_fd.hpp"
 
 namespace shardq {
 namespace {
 
 void fsync_path(const std::filesystem::path& path, bool directory) {
-  const int fd = ::open(path.c_str(), directory ? (O_RDONLY | O_DIRECTORY) : O_RDONLY);
-  io_check(fd >= 0, "cannot open '{}' to fsync: {}", path.string(), std::strerror(errno));
-  const int rc = ::fsync(fd);
-  const int saved = errno;
-  ::close(fd);
-  io_check(rc == 0, "fsync of '{}' failed: {}", path.string(), std::strerror(saved));
+  const UniqueFd file{::open(path.c_str(), (directory ? (O_RDONLY | O_DIRECTORY) : O_RDONLY) | O_CLOEXEC)};
+  io_check(bool(file), "cannot open '{}' to fsync: {}", path.string(), std::strerror(errno));
+  io_check(::fsync(file.get()) == 0, "fsync of '{}' failed: {}", path.string(), std::strerror(errno));
 }
 
 }  // namespace

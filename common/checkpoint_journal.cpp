@@ -39,10 +39,10 @@ void write_all(int fd, const std::string& text, const fs::path& path) {
   io_check(::fsync(fd) == 0, "fsync of '{}' failed: {}", path.string(), std::strerror(errno));
 }
 
-int open_append(const fs::path& path) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
-  io_check(fd >= 0, "cannot open '{}' for appending: {}", path.string(), std::strerror(errno));
-  return fd;
+UniqueFd open_append(const fs::path& path) {
+  UniqueFd file{::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC)};
+  io_check(bool(file), "cannot open '{}' for appending: {}", path.string(), std::strerror(errno));
+  return file;
 }
 
 // A name inside the checkpoint directory: relative, no empty, "." or ".." component. The
@@ -201,25 +201,7 @@ JournalWriter JournalWriter::resume(const fs::path& dir, const Journal& j) {
   return JournalWriter(path, open_append(path));
 }
 
-JournalWriter::JournalWriter(JournalWriter&& other) noexcept : path_(std::move(other.path_)), fd_(other.fd_) {
-  other.fd_ = -1;
-}
-
-JournalWriter& JournalWriter::operator=(JournalWriter&& other) noexcept {
-  if (this != &other) {
-    if (fd_ >= 0) ::close(fd_);
-    path_ = std::move(other.path_);
-    fd_ = other.fd_;
-    other.fd_ = -1;
-  }
-  return *this;
-}
-
-JournalWriter::~JournalWriter() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
-void JournalWriter::append_entry(const json& entry) { write_all(fd_, entry_line(entry), path_); }
+void JournalWriter::append_entry(const json& entry) { write_all(file_.get(), entry_line(entry), path_); }
 
 void JournalWriter::append_shard(const JournalShard& s) { append_entry({{"shard", journal_shard_to_json(s)}}); }
 

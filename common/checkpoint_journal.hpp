@@ -33,6 +33,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/unique_fd.hpp"
+
 namespace shardq {
 
 inline constexpr const char* journal_file_name = "journal.jsonl";
@@ -84,22 +86,16 @@ class JournalWriter {
   // Continues the journal read as `j`, cutting off a torn last line first.
   static JournalWriter resume(const std::filesystem::path& dir, const Journal& j);
 
-  JournalWriter(JournalWriter&& other) noexcept;
-  JournalWriter& operator=(JournalWriter&& other) noexcept;
-  JournalWriter(const JournalWriter&) = delete;
-  JournalWriter& operator=(const JournalWriter&) = delete;
-  ~JournalWriter();
-
   void append_shard(const JournalShard& s);
   void append_measure(const nlohmann::json& decision);
   void append_hidden(const nlohmann::json& snapshot);  // {"layer": l, "files": [...]}
 
  private:
-  JournalWriter(std::filesystem::path path, int fd) : path_(std::move(path)), fd_(fd) {}
+  JournalWriter(std::filesystem::path path, UniqueFd file) : path_(std::move(path)), file_(std::move(file)) {}
   void append_entry(const nlohmann::json& entry);
 
   std::filesystem::path path_;
-  int fd_ = -1;
+  UniqueFd file_;  // moved, not copied
 };
 
 }  // namespace shardq

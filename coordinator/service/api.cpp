@@ -16,6 +16,7 @@
 
 #include "common/error.hpp"
 #include "common/json_text.hpp"
+#include "common/unique_fd.hpp"
 
 namespace shardq::service {
 namespace fs = std::filesystem;
@@ -106,23 +107,19 @@ http_response json_response(unsigned status, const json& body, const http_reques
 constexpr int64_t max_manifest_bytes = int64_t{64} << 20;
 
 std::optional<std::string> read_manifest_file(const fs::path& file) {
-  const int fd = ::open(file.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) return std::nullopt;
-  std::optional<std::string> out;
+  const UniqueFd fd{::open(file.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)};
+  if (!fd) return std::nullopt;
   struct stat st {};
-  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size <= max_manifest_bytes) {
-    std::string text(static_cast<size_t>(st.st_size), '\0');
-    size_t done = 0;
-    while (done < text.size()) {
-      const ssize_t n = ::read(fd, text.data() + done, text.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      done += static_cast<size_t>(n);
-    }
-    if (done == text.size()) out = std::move(text);
+  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > max_manifest_bytes) return std::nullopt;
+  std::string text(static_cast<size_t>(st.st_size), '\0');
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::read(fd.get(), text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return std::nullopt;
+    done += static_cast<size_t>(n);
   }
-  ::close(fd);
-  return out;
+  return text;
 }
 
 std::string read_tail(const fs::path& file, int64_t max_bytes) {

@@ -201,12 +201,9 @@ CommandOutput run_command_capture(const std::vector<std::string>& argv_in, std::
   if (argv_in.empty()) return result;
   int out_pipe[2], err_pipe[2];
   if (::pipe2(out_pipe, O_CLOEXEC) != 0) return result;
-  if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
-    ::close(out_pipe[0]);
-    ::close(out_pipe[1]);
-    return result;
-  }
-  UniqueFd out_r{out_pipe[0]}, out_w{out_pipe[1]}, err_r{err_pipe[0]}, err_w{err_pipe[1]};
+  UniqueFd out_r{out_pipe[0]}, out_w{out_pipe[1]};
+  if (::pipe2(err_pipe, O_CLOEXEC) != 0) return result;
+  UniqueFd err_r{err_pipe[0]}, err_w{err_pipe[1]};
   std::vector<std::string> argv = argv_in;
   auto c_argv = c_array(argv);
   SpawnAttr attr(false);
