@@ -177,6 +177,10 @@ class LocalLauncher final : public Launcher {
 // The SLURM job name of a service job: given to sbatch, looked up by find_unrecorded().
 std::string slurm_job_name(const JobRecord& job) { return "shardq-" + job.id; }
 
+std::vector<std::string> sbatch_argv(const JobRecord& job, const JobPaths& paths) {
+  return {"sbatch", "--parsable", "--job-name=" + slurm_job_name(job), paths.sbatch.string()};
+}
+
 class SlurmLauncher final : public Launcher {
  public:
   explicit SlurmLauncher(LauncherConfig c) : c_(std::move(c)) {
@@ -207,8 +211,7 @@ class SlurmLauncher final : public Launcher {
     write_file_atomic(paths.sbatch, script);
     ::chmod(paths.sbatch.c_str(), 0755);
     // The name on the command line overrides the template's: find_unrecorded() looks it up.
-    const auto out = run_command_capture({"sbatch", "--parsable", "--job-name=" + slurm_job_name(job), paths.sbatch.string()},
-                                         std::chrono::seconds(60));
+    const auto out = run_command_capture(sbatch_argv(job, paths), std::chrono::seconds(60));
     if (out.exit_code != 0)
       throw io_error(fmt::format("sbatch '{}' failed (exit {}): {}", paths.sbatch.string(), out.exit_code, trim(out.err)));
     const std::string id = trim(out.out.substr(0, out.out.find(';')));
@@ -221,6 +224,12 @@ class SlurmLauncher final : public Launcher {
   // left the queue without writing its exit status (recover_launch reads that first) is not
   // found, and the job runs again.
   json find_unrecorded(const JobRecord& job, const JobPaths& paths) override {
+    // The service's sbatch outlives it (it is not in a job's process group) and may queue the
+    // job after this lookup, slurmctld being slow or retrying: until it ends the answer is
+    // not known. Asked first, so that an sbatch ending meanwhile has queued what it will.
+    const std::vector<std::string> argv = sbatch_argv(job, paths);
+    if (const auto pids = processes_with_args({argv.begin() + 1, argv.end()}); !pids.empty())
+      throw io_error(fmt::format("the sbatch that submits it (pid {}) is still running", pids.front()));
     const std::string name = slurm_job_name(job);
     const auto q = run_command_capture({"squeue", "-h", "--name", name, "-o", "%i %T"}, std::chrono::seconds(30));
     if (q.exit_code != 0)

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -168,6 +169,18 @@ std::vector<std::string> process_cmdline(pid_t pid) {
   std::ifstream in(fmt::format("/proc/{}/cmdline", pid), std::ios::binary);
   for (std::string arg; std::getline(in, arg, '\0');) argv.push_back(arg);
   return argv;
+}
+
+std::vector<pid_t> processes_with_args(const std::vector<std::string>& args) {
+  std::vector<pid_t> out;
+  for (const pid_t pid : proc_pids()) {
+    const auto s = read_proc_stat(pid);
+    if (!s || s->state == 'Z') continue;
+    const std::vector<std::string> argv = process_cmdline(pid);
+    const auto holds = [&](const std::string& a) { return std::find(argv.begin(), argv.end(), a) != argv.end(); };
+    if (!argv.empty() && std::all_of(args.begin(), args.end(), holds)) out.push_back(pid);
+  }
+  return out;
 }
 
 pid_t spawn_process_group(const std::vector<std::string>& argv_in, const fs::path& log_file,

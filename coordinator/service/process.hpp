@@ -35,6 +35,10 @@ std::vector<pid_t> process_group_leaders_with_env(const std::string& name, const
 // The argv of `pid` (/proc/PID/cmdline); empty when it is gone.
 std::vector<std::string> process_cmdline(pid_t pid);
 
+// The live processes whose argv holds every one of `args` (in any position): how the SLURM
+// launcher sees that an sbatch it started before a restart is still submitting.
+std::vector<pid_t> processes_with_args(const std::vector<std::string>& args);
+
 // posix_spawn of argv[0] (searched in PATH) in a new process group whose id is the child's
 // pid, stdin from /dev/null, stdout and stderr appended to `log_file`, `env` added to the
 // service's own environment. Throws io_error naming the program on failure.

@@ -11,6 +11,7 @@
 #   slurm         a job through a real one-node SLURM (slurm_local.sh) to succeeded; one
 #                 queued by sbatch just before the service died is found by name, not resubmitted,
 #                 also when squeue fails at the restart (the job waits, running, until it answers)
+#                 or when the service's sbatch is still submitting it
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d /tmp/shardq-service.XXXXXX)
@@ -507,6 +508,35 @@ case_slurm() {
     || fail "not the queued SLURM job $slurm_id: $body"
   [ "$(jget "$body" '"lookup_error" in j["launcher"]')" = False ] || fail "the lookup error stayed: $body"
   [ "$(scontrol show job -o | grep -c "JobName=shardq-$id ")" = 1 ] || fail "submitted twice: $(scontrol show job -o)"
+  # The service dies while its sbatch still waits on the controller (an sbatch that holds
+  # until a file goes): the restarted service finds nothing queued yet, and waits for that
+  # sbatch instead of submitting again.
+  stop_server
+  printf '#!/bin/sh\nwhile [ -e "%s" ]; do sleep 0.1; done\nexec %s "$@"\n' "$work/sbatch_hold" "$(command -v sbatch)" \
+    > "$work/bin/sbatch"
+  chmod +x "$work/bin/sbatch"
+  touch "$work/sbatch_hold"
+  PATH="$work/bin:$PATH" start_server --launcher slurm --slurm-template "$SHARDQ_SOURCE/slurm/single_node.sbatch" \
+    --ranks 2 --slurm-var TIME_LIMIT=00:10:00
+  id=$(submit "$(slow_spec "$work/data/out4")")
+  local held=""
+  for _ in $(seq 100); do held=$(pgrep -f -- "--job-name=shardq-$id") && break; sleep 0.1; done
+  [ -n "$held" ] || fail "the held sbatch did not start"
+  kill -9 "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
+  start_server --launcher slurm --slurm-template "$SHARDQ_SOURCE/slurm/single_node.sbatch" --ranks 2
+  sleep 2  # several supervisor passes with the sbatch still held
+  api GET "/v1/jobs/$id"; body=$BODY
+  [ "$(jget "$body" 'j["state"]')" = running ] && [ "$(jget "$body" 'j["attempts"]')" = 1 ] ||
+    fail "with its sbatch still running: $body"
+  seen=$(jget "$body" 'j["launcher"].get("lookup_error", "")')
+  [[ $seen == *"sbatch that submits it"*"is still running"* ]] || fail "the lookup error does not name the sbatch: $body"
+  [ -z "$(squeue -h --name "shardq-$id" -o %i)" ] || fail "the held sbatch queued the job"
+  echo "sbatch still running: $seen"
+  rm "$work/sbatch_hold"
+  wait_state "$id" succeeded 180
+  [ "$(scontrol show job -o | grep -c "JobName=shardq-$id ")" = 1 ] || fail "submitted twice: $(scontrol show job -o)"
+  api GET "/v1/jobs/$id"; body=$BODY
+  echo "found after the sbatch ended: $(jget "$body" 'j["launcher"]')"
 }
 
 "case_$1"
