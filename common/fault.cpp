@@ -1,8 +1,10 @@
 #include "common/fault.hpp"
 
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <string>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -16,7 +18,7 @@ struct FaultSpec {
   std::string point;
   int rank = -1;
   int index = -1;
-  bool kill = false;
+  std::string action;
 };
 
 FaultSpec parse_fault() {
@@ -30,10 +32,9 @@ FaultSpec parse_fault() {
   f.point = s.substr(0, a);
   f.rank = std::stoi(s.substr(a + 1, b - a - 1));
   f.index = std::stoi(s.substr(b + 1, c - b - 1));
-  const std::string action = s.substr(c + 1);
-  if (action != "kill" && action != "throw")
-    throw spec_error("SHARDQ_FAULT", fmt::format("action must be kill or throw, got '{}'", action));
-  f.kill = action == "kill";
+  f.action = s.substr(c + 1);
+  if (f.action != "kill" && f.action != "throw" && f.action != "stall")
+    throw spec_error("SHARDQ_FAULT", fmt::format("action must be kill, throw or stall, got '{}'", f.action));
   f.armed = true;
   return f;
 }
@@ -45,7 +46,11 @@ void fault_point(std::string_view point, int rank, int index) {
   if (!fault.armed || fault.point != point || (fault.rank >= 0 && fault.rank != rank) ||
       (fault.index >= 0 && fault.index != index))
     return;
-  if (fault.kill) std::raise(SIGKILL);
+  if (fault.action == "kill") std::raise(SIGKILL);
+  if (fault.action == "stall") {
+    std::this_thread::sleep_for(std::chrono::seconds(10));
+    return;
+  }
   throw error(fmt::format("injected fault at {} (rank {}, index {})", point, rank, index));
 }
 

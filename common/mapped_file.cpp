@@ -16,8 +16,9 @@
 namespace shardq {
 
 MappedFile::MappedFile(const std::filesystem::path& path) : path_(path) {
-  // Closed on every path out of the constructor; the mapping outlives it.
-  const UniqueFd file{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+  // Closed on every path out of the constructor; the mapping outlives it. O_NONBLOCK: a FIFO
+  // in the file's place would block open(2) until a writer came; it is refused below instead.
+  const UniqueFd file{::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK)};
   if (!file) {
     throw io_error(fmt::format("cannot open '{}': {}", path.string(), std::strerror(errno)));
   }

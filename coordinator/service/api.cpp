@@ -231,6 +231,12 @@ bool Api::may_send_body(const http::request_header<>& header) const {
   return route_label(std::string_view(header.target().data(), header.target().size())) == "/healthz" || authorized(header);
 }
 
+bool Api::reads_files(const http::request_header<>& header) {
+  const std::string route = route_label(std::string_view(header.target().data(), header.target().size()));
+  if (header.method() == http::verb::post) return route == "/v1/jobs" || route == "/v1/jobs/{id}/resume";
+  return route == "/v1/jobs/{id}/manifest" || route == "/v1/jobs/{id}/log";
+}
+
 bool Api::authorized(const http::fields& fields) const {
   const auto it = fields.find(http::field::authorization);
   if (it == fields.end()) return false;

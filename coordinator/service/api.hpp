@@ -70,6 +70,11 @@ class Api {
   // Whether the body of a request with this header is worth reading: its route needs no
   // token (/healthz), or it carries a right one.
   bool may_send_body(const http::request_header<>& header) const;
+  // Whether answering may wait on the filesystem: a submission or resume reads the model's
+  // files, the manifest and log routes a job's output and log. The server answers those off
+  // its I/O threads, so that a stalled filesystem (an NFS or Lustre server that stops
+  // answering) does not stop it answering the rest.
+  static bool reads_files(const http::request_header<>& header);
 
  private:
   http_response route(const http_request& req) const;

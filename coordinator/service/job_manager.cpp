@@ -273,6 +273,7 @@ void JobManager::check_output_free(const std::string& output, const std::string&
 }
 
 void JobManager::check_plan(const JobSpec& spec, bool force) const {
+  fault_point("check_plan", 0, -1);  // tests/service: a filesystem that stops answering
   try {
     job_spec_check_paths(spec, force);
     // What the job would refuse from the spec and the model's files (tensors, allocation,

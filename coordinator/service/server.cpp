@@ -13,6 +13,8 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <fmt/format.h>
@@ -48,8 +50,9 @@ using connection_count = std::shared_ptr<std::atomic<int>>;
 
 class session : public std::enable_shared_from_this<session> {
  public:
-  session(tcp::socket&& socket, const ServerConfig& config, const Api& api, Metrics& metrics, connection_count open)
-      : stream_(std::move(socket)), config_(config), api_(api), metrics_(metrics), open_(std::move(open)),
+  session(tcp::socket&& socket, const ServerConfig& config, const Api& api, Metrics& metrics, connection_count open,
+          net::thread_pool& files)
+      : stream_(std::move(socket)), config_(config), api_(api), metrics_(metrics), files_(files), open_(std::move(open)),
         over_capacity_(open_->fetch_add(1) >= config.max_connections) {}
   ~session() { open_->fetch_sub(1); }
 
@@ -104,7 +107,14 @@ class session : public std::enable_shared_from_this<session> {
 
   void on_read(beast::error_code ec, std::size_t) {
     if (ec) return refuse_or_fail(ec);
-    send(api_.handle_request(parser_->get()));
+    if (!Api::reads_files(parser_->get())) return send(api_.handle_request(parser_->get()));
+    // Answered on the files pool, then sent from this session's strand. Nothing else touches
+    // the session meanwhile: no read or write of it is pending.
+    net::post(files_, [self = shared_from_this()] {
+      http_response res = self->api_.handle_request(self->parser_->get());
+      net::post(self->stream_.get_executor(),
+                [self, res = std::make_shared<http_response>(std::move(res))]() mutable { self->send(std::move(*res)); });
+    });
   }
 
   void refuse_or_fail(beast::error_code ec) {
@@ -174,6 +184,7 @@ class session : public std::enable_shared_from_this<session> {
   const ServerConfig& config_;
   const Api& api_;
   Metrics& metrics_;
+  net::thread_pool& files_;  // requests that read files (Api::reads_files)
   std::optional<http::request_parser<http::string_body>> parser_;
   std::shared_ptr<http_response> res_;
   std::string method_, target_;
@@ -185,9 +196,10 @@ class session : public std::enable_shared_from_this<session> {
 
 class listener : public std::enable_shared_from_this<listener> {
  public:
-  listener(net::io_context& ioc, tcp::endpoint endpoint, const ServerConfig& config, const Api& api, Metrics& metrics)
+  listener(net::io_context& ioc, tcp::endpoint endpoint, const ServerConfig& config, const Api& api, Metrics& metrics,
+           net::thread_pool& files)
       : ioc_(ioc), acceptor_(net::make_strand(ioc)), retry_(acceptor_.get_executor()), config_(config), api_(api),
-        metrics_(metrics) {
+        metrics_(metrics), files_(files) {
     beast::error_code ec;
     acceptor_.open(endpoint.protocol(), ec);
     if (!ec) acceptor_.set_option(net::socket_base::reuse_address(true), ec);
@@ -227,7 +239,7 @@ class listener : public std::enable_shared_from_this<listener> {
     }
     accept_starved_ = false;
     if (ec) fail(ec, "accept");
-    else std::make_shared<session>(std::move(socket), config_, api_, metrics_, open_)->run();
+    else std::make_shared<session>(std::move(socket), config_, api_, metrics_, open_, files_)->run();
     do_accept();
   }
 
@@ -239,6 +251,7 @@ class listener : public std::enable_shared_from_this<listener> {
   const ServerConfig& config_;
   const Api& api_;
   Metrics& metrics_;
+  net::thread_pool& files_;
 };
 
 }  // namespace
@@ -247,10 +260,13 @@ void http_serve(const ServerConfig& config, const Api& api, Metrics& metrics,
                 const std::function<void(unsigned short)>& on_listening) {
   const int threads = std::max(1, config.threads);
   net::io_context ioc{threads};
+  // Destroyed before ioc: its running handlers end first, and what they post back to a
+  // stopped ioc is dropped with it.
+  net::thread_pool files(static_cast<std::size_t>(std::max(2, threads)));
   beast::error_code ec;
   const auto address = net::ip::make_address(config.address, ec);
   if (ec) throw spec_error("listen", fmt::format("'{}' is not an IP address", config.address));
-  auto l = std::make_shared<listener>(ioc, tcp::endpoint{address, config.port}, config, api, metrics);
+  auto l = std::make_shared<listener>(ioc, tcp::endpoint{address, config.port}, config, api, metrics, files);
   l->run();
   if (on_listening) on_listening(l->port());
 
@@ -264,6 +280,8 @@ void http_serve(const ServerConfig& config, const Api& api, Metrics& metrics,
   for (int i = 1; i < threads; ++i) pool.emplace_back([&ioc] { ioc.run(); });
   ioc.run();
   for (auto& t : pool) t.join();
+  files.stop();  // what has not started is dropped; what runs (a stalled read) is waited for
+  files.join();
 }
 
 }  // namespace shardq::service

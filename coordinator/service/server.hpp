@@ -3,7 +3,9 @@
 // keep-alive, a body size limit (413), a header limit (431), 400 for what is not HTTP/1.1, a
 // connection cap (503) and read timeouts (slow clients are dropped), and a
 // clean stop on SIGINT/SIGTERM through net::signal_set. Requests are answered by
-// Api::handle_request; every answer is logged as one JSON line and counted in Metrics.
+// Api::handle_request, those that read files (Api::reads_files) on a pool of their own so
+// that a stalled filesystem does not stall the I/O threads; every answer is logged as one
+// JSON line and counted in Metrics.
 #pragma once
 
 #include <chrono>

@@ -3,7 +3,8 @@
 #   submit_eval   stories260K job to succeeded, progress monotone 0 → layers_total, manifest, eval
 #   errors        400 (each naming the field), 401, 403 (../ and symlinks), 404, 405, 409, 413,
 #                 400 for what is not HTTP, 414, 431, 503 past --max-connections, absolute-form targets
-#   concurrent    200 GETs over 20 keep-alive connections answered while a job runs
+#   concurrent    200 GETs over 20 keep-alive connections answered while a job runs, and
+#                 while submissions stall on the filesystem
 #   restart       kill -9 of the service: running job re-attached, queued job starts,
 #                 a job whose processes died meanwhile ends failed with the reason, a job
 #                 launched but not recorded when the service died is found, not relaunched
@@ -130,6 +131,11 @@ case_errors() {
   truncate -s 4000 "$work/data/cut_weights/model.safetensors"
   expect_error 400 model "$(with "j['model']='$work/data/cut_weights'")"
   grep -q "model.safetensors" <<<"$body" || fail "truncated weights: $body"
+  # A FIFO in the weights' place is refused, not opened (which would wait for a writer forever).
+  cp -r "$work/data/stories" "$work/data/fifo_weights"
+  rm "$work/data/fifo_weights/model.safetensors" && mkfifo "$work/data/fifo_weights/model.safetensors"
+  expect_error 400 model "$(with "j['model']='$work/data/fifo_weights'")"
+  grep -q "model.safetensors' is not a regular file" <<<"$body" || fail "FIFO weights: $body"
   # Relative paths are taken inside the first data root and accepted.
   api POST /v1/jobs --data-binary "$(with "j['model']='stories'; j['output']='rel_out'; j['calibration']['path']='calib.txt'")"; body=$BODY
   [ "$STATUS" = 201 ] || fail "relative paths: $STATUS $body"
@@ -297,6 +303,27 @@ PYEOF
   [ "$(job_state "$id")" = running ] || fail "the job was supposed to be still running during the GETs"
   api DELETE "/v1/jobs/$id"
   wait_state "$id" cancelled 10
+  # Submissions stalled on the filesystem (each spec check sleeps 10 s: fault "stall") as
+  # many as the server has I/O threads, and more: the other routes are answered meanwhile.
+  stop_server
+  SHARDQ_FAULT=check_plan:0:-1:stall start_server --threads 2
+  local pids=() k
+  for k in 1 2 3; do
+    curl -s -o "$work/stalled$k.json" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
+      --data-binary "$(slow_spec "$work/data/stalled$k")" "$BASE/v1/jobs" > "$work/stalled$k.status" &
+    pids+=($!)
+  done
+  sleep 1  # the three requests are read and their checks started or queued
+  for path in /healthz /v1/jobs "/v1/jobs/$id" /metrics; do
+    api GET "$path"; [ "$STATUS" = 200 ] || fail "GET $path while submissions stall: $STATUS"
+  done
+  for k in 0 1 2; do kill -0 "${pids[$k]}" 2>/dev/null || fail "submission $((k + 1)) ended before the GETs were answered"; done
+  echo "4 GETs answered while 3 submissions stalled"
+  for k in 0 1 2; do wait "${pids[$k]}"; done
+  for k in 1 2 3; do
+    [ "$(cat "$work/stalled$k.status")" = 201 ] || fail "stalled submission $k: $(cat "$work/stalled$k.status") $(cat "$work/stalled$k.json")"
+  done
+  for k in 1 2 3; do api DELETE "/v1/jobs/$(jget "$(cat "$work/stalled$k.json")" 'j["id"]')"; done
 }
 
 case_restart() {
