@@ -2,6 +2,7 @@
 #include "common/output_lock.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -46,8 +47,8 @@ std::string output_busy_message(const std::filesystem::path& output_dir, const s
 
 std::optional<std::string> output_lock_holder(const std::filesystem::path& output_dir) {
   const std::filesystem::path path = output_dir / output_lock_file_name;
-  const UniqueFd file{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
-  if (!file) return std::nullopt;  // no lock file: no job has written here
+  const UniqueFd file{::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)};
+  if (!file) return std::nullopt;  // no lock file (or not one a job made): no job has written here
   struct flock probe {};
   probe.l_type = F_WRLCK;
   probe.l_whence = SEEK_SET;
@@ -67,8 +68,12 @@ OutputLock::OutputLock(const std::filesystem::path& output_dir) {
   std::filesystem::create_directories(output_dir, ec);
   io_check(!ec, "cannot create output directory '{}': {}", output_dir.string(), ec.message());
   const std::filesystem::path path = output_dir / output_lock_file_name;
-  file_ = UniqueFd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  // Never through a symlink (the record below would truncate whatever it names) and never
+  // waiting on a FIFO someone put there: a user's file is not ours to lock or to write.
+  file_ = UniqueFd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644));
   io_check(bool(file_), "cannot open lock file '{}': {}", path.string(), std::strerror(errno));
+  struct stat st {};
+  io_check(::fstat(file_.get(), &st) == 0 && S_ISREG(st.st_mode), "lock file '{}' is not a regular file", path.string());
   struct flock lock {};
   lock.l_type = F_WRLCK;
   lock.l_whence = SEEK_SET;  // l_start = l_len = 0: the whole file

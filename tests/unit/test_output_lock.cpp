@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -77,6 +78,31 @@ TEST(OutputLock, EndsWhenItsHolderIsKilled) {
   int status = 0;
   ASSERT_EQ(::waitpid(child, &status, 0), child);
   EXPECT_EQ(refusal(output), "<locked>");
+}
+
+// A symlink or a FIFO in the lock file's place is a user's, not ours: refused with the path,
+// what the symlink names left as it was, and no wait on the FIFO.
+TEST(OutputLock, RefusesALockFileThatIsNotARegularFile) {
+  test::TempDir dir;
+  const fs::path link_out = dir / "link_out", fifo_out = dir / "fifo_out";
+  fs::create_directories(link_out);
+  fs::create_directories(fifo_out);
+  std::ofstream(dir / "notes.txt") << "mine";
+  fs::create_symlink(dir / "notes.txt", link_out / std::string(output_lock_file_name));
+  ASSERT_EQ(::mkfifo((fifo_out / std::string(output_lock_file_name)).c_str(), 0644), 0);
+  for (const fs::path& out : {link_out, fifo_out}) {
+    try {
+      OutputLock lock(out);
+      ADD_FAILURE() << "locked " << out;
+    } catch (const io_error& e) {
+      EXPECT_NE(std::string(e.what()).find((out / std::string(output_lock_file_name)).string()), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(output_lock_holder(out).has_value());
+  }
+  std::ifstream in(dir / "notes.txt");
+  std::string text;
+  std::getline(in, text);
+  EXPECT_EQ(text, "mine");
 }
 
 TEST(OutputLock, TheLockFileIsNotOutput) {
