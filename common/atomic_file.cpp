@@ -26,6 +26,15 @@ std::filesystem::path temp_path_for(const std::filesystem::path& final_path) {
   return std::filesystem::path(final_path.string() + ".tmp");
 }
 
+std::filesystem::path temp_path_fresh(const std::filesystem::path& final_path) {
+  std::filesystem::path tmp = temp_path_for(final_path);
+  std::error_code ec;
+  std::filesystem::remove(tmp, ec);  // the entry itself: a symlink, not what it names
+  // ENOTDIR: nothing can be there; creating the file fails next and says so.
+  io_check(!ec || ec == std::errc::not_a_directory, "cannot remove '{}': {}", tmp.string(), ec.message());
+  return tmp;
+}
+
 void publish_file(const std::filesystem::path& tmp, const std::filesystem::path& final_path) {
   fsync_path(tmp, false);
   io_check(std::rename(tmp.c_str(), final_path.c_str()) == 0, "cannot rename '{}' to '{}': {}", tmp.string(),
@@ -35,7 +44,7 @@ void publish_file(const std::filesystem::path& tmp, const std::filesystem::path&
 }
 
 void write_file_atomic(const std::filesystem::path& path, std::string_view content) {
-  const std::filesystem::path tmp = temp_path_for(path);
+  const std::filesystem::path tmp = temp_path_fresh(path);
   {
     std::FILE* f = std::fopen(tmp.c_str(), "wb");
     io_check(f != nullptr, "cannot create '{}': {}", tmp.string(), std::strerror(errno));

@@ -10,6 +10,10 @@ namespace shardq {
 
 // The temporary name a file is written under before publish_file(): "NAME.tmp".
 std::filesystem::path temp_path_for(const std::filesystem::path& final_path);
+// temp_path_for(final_path) with whatever was there removed first: a temp an interrupted run
+// left, or a symlink someone put in its place, which creating the file would follow and
+// truncate. Throws io_error when it cannot be removed.
+std::filesystem::path temp_path_fresh(const std::filesystem::path& final_path);
 // fsync(tmp), rename(tmp, final), fsync(directory of final). Throws io_error naming the file.
 void publish_file(const std::filesystem::path& tmp, const std::filesystem::path& final_path);
 // Writes `content` to temp_path_for(path) and publishes it.

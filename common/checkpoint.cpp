@@ -83,7 +83,7 @@ std::string checkpoint_shard_name(int index) { return fmt::format("shard-{:05d}.
 // --- ShardWriter --------------------------------------------------------------------------
 
 ShardWriter::ShardWriter(std::filesystem::path path)
-    : path_(std::move(path)), tmp_path_(temp_path_for(path_)), file_(h5::File::create(tmp_path_)) {}
+    : path_(std::move(path)), tmp_path_(temp_path_fresh(path_)), file_(h5::File::create(tmp_path_)) {}
 
 ShardWriter::~ShardWriter() {
   if (closed_) return;
@@ -177,7 +177,7 @@ void ShardWriter::close_unpublished() {
 void checkpoint_write_master(const std::filesystem::path& dir, const std::vector<std::string>& shard_files,
                              const std::string& manifest_json) {
   const std::filesystem::path final_path = dir / checkpoint_master_name;
-  const std::filesystem::path tmp = temp_path_for(final_path);
+  const std::filesystem::path tmp = temp_path_fresh(final_path);
   try {
     h5::File master = h5::File::create(tmp);
     std::set<std::string> seen;

@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/atomic_file.hpp"
 #include "common/error.hpp"
 #include "common/json_text.hpp"
 #include "common/mapped_file.hpp"
@@ -228,8 +229,7 @@ void safetensors_write(const std::filesystem::path& path, const std::vector<Tens
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');
 
-  std::filesystem::path tmp = path;
-  tmp += ".tmp";
+  const std::filesystem::path tmp = temp_path_fresh(path);
   UniqueFd out{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
   if (!out) throw fail(fmt::format("cannot create '{}': {}", tmp.string(), std::strerror(errno)));
   try {
