@@ -356,7 +356,10 @@ case_restart() {
   pgid=$(jget "$(apib GET "/v1/jobs/$c")" 'j["launcher"]["pgid"]')
   kill -9 "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
   kill -9 -- "-$pgid"
-  for _ in $(seq 50); do pgrep -g "$pgid" >/dev/null || break; sleep 0.1; done
+  # Open MPI's ranks may leave the group, and outlive mpirun for a while: until they are gone
+  # rank 0 holds the output lock, and the resume below would rightly answer 409.
+  pkill -9 -f "$work/state/jobs/$c/spec.json" || true
+  for _ in $(seq 100); do pgrep -g "$pgid" >/dev/null || pgrep -f "$work/state/jobs/$c/spec.json" >/dev/null || break; sleep 0.1; done
   start_server --max-running 1
   wait_state "$c" failed 30
   api GET "/v1/jobs/$c"; body=$BODY
