@@ -250,9 +250,7 @@ void safetensors_write(const std::filesystem::path& path, const std::vector<Tens
     }
     const int fd = out.release();
     if (::close(fd) != 0) throw fail(fmt::format("closing '{}': {}", tmp.string(), std::strerror(errno)));
-    std::error_code ec;
-    std::filesystem::rename(tmp, path, ec);
-    if (ec) throw fail(fmt::format("renaming '{}': {}", tmp.string(), ec.message()));
+    publish_file(tmp, path);  // fsync before and after the rename: a crash leaves old or new, never a hole
   } catch (...) {
     std::error_code ec;
     std::filesystem::remove(tmp, ec);
