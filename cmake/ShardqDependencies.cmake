@@ -25,7 +25,13 @@ target_link_libraries(shardq_blas INTERFACE ${LAPACKE_LIBRARY} ${OPENBLAS_LIBRAR
 
 # CUDA: AUTO turns it on when nvcc is found.
 set(SHARDQ_HAVE_CUDA OFF)
-if(NOT SHARDQ_CUDA STREQUAL "OFF")
+set(SHARDQ_CUDA_EMULATED OFF)
+if(SHARDQ_CUDA STREQUAL "EMU")
+  # The CUDA tier on the host CUDA emulator (cmake/ShardqCudaEmu.cmake), for tests only.
+  set(SHARDQ_HAVE_CUDA ON)
+  set(SHARDQ_CUDA_EMULATED ON)
+  include(ShardqCudaEmu)
+elseif(NOT SHARDQ_CUDA STREQUAL "OFF")
   if(NOT CMAKE_CUDA_COMPILER)
     find_program(SHARDQ_NVCC nvcc HINTS /usr/local/cuda/bin ENV CUDA_HOME PATH_SUFFIXES bin)
     if(SHARDQ_NVCC)
@@ -47,7 +53,7 @@ endif()
 
 # NCCL: AUTO turns it on when nccl.h is found (and CUDA is on).
 set(SHARDQ_HAVE_NCCL OFF)
-if(SHARDQ_HAVE_CUDA AND NOT SHARDQ_NCCL STREQUAL "OFF")
+if(SHARDQ_HAVE_CUDA AND NOT SHARDQ_CUDA_EMULATED AND NOT SHARDQ_NCCL STREQUAL "OFF")
   find_path(NCCL_INCLUDE_DIR nccl.h HINTS ENV NCCL_HOME ${CUDAToolkit_INCLUDE_DIRS} PATH_SUFFIXES include)
   find_library(NCCL_LIBRARY nccl HINTS ENV NCCL_HOME ${CUDAToolkit_LIBRARY_DIR} PATH_SUFFIXES lib lib64)
   if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY)

@@ -7,7 +7,7 @@ packages=(
   build-essential cmake pkg-config git
   libopenmpi-dev openmpi-bin
   libhdf5-dev hdf5-tools
-  libboost-dev
+  libboost-dev libboost-context-dev
   nlohmann-json3-dev
   libopenblas-dev liblapacke-dev
   libcli11-dev libspdlog-dev libfmt-dev

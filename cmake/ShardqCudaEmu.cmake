@@ -1,0 +1,46 @@
+# SHARDQ_CUDA=EMU: the CUDA tier compiled by the host compiler against the host CUDA emulator
+# of tests/cuda_emu (its runtime, cuBLAS and cuSOLVER on host memory and OpenBLAS, kernels as
+# cooperative fibers), so that `ctest -L gpu` runs every kernel against its CPU reference on a
+# machine without a GPU: index arithmetic, bounds (guard pages), barriers, launch shapes and
+# the cuBLAS/cuSOLVER call arguments. It says nothing about speed, nor about what only real
+# hardware does (warp-synchronous timing, the tensor cores' own accumulation order, the
+# device's expf/sinf ulps). Never combined with the real toolkit in one build; NCCL is off.
+
+add_library(shardq_cuda_emu STATIC ${CMAKE_SOURCE_DIR}/tests/cuda_emu/runtime.cpp ${CMAKE_SOURCE_DIR}/tests/cuda_emu/blas.cpp)
+target_include_directories(shardq_cuda_emu PUBLIC ${CMAKE_SOURCE_DIR}/tests/cuda_emu/include
+                           PRIVATE ${CMAKE_SOURCE_DIR})
+find_package(Boost 1.74 REQUIRED COMPONENTS context)
+target_link_libraries(shardq_cuda_emu PUBLIC shardq_blas PRIVATE Boost::context)
+target_compile_options(shardq_cuda_emu PRIVATE -Wall -Wextra)
+set_target_properties(shardq_cuda_emu PROPERTIES POSITION_INDEPENDENT_CODE ON)
+foreach(lib cudart cublas cusolver)
+  add_library(CUDA::${lib} ALIAS shardq_cuda_emu)
+endforeach()
+
+# The .cu files as C++: `kernel<<<grid, block, shared, stream>>>(args)` becomes
+# `kernel * ::shardq_emu::Launch{"kernel", grid, block, shared, stream}(args)` (an operator* of the
+# emulator launches it) and `extern __shared__ T name[];` the launch's dynamic shared memory.
+# The copies land in the build tree and are rewritten only when a .cu changes (which re-runs
+# the configure step).
+function(shardq_cuda_emu_sources out_var)
+  set(out)
+  foreach(cu ${ARGN})
+    file(RELATIVE_PATH rel ${CMAKE_SOURCE_DIR} ${cu})
+    set(dst ${CMAKE_BINARY_DIR}/cuda_emu/${rel}.cpp)
+    file(READ ${cu} text)
+    string(REGEX REPLACE "([A-Za-z_][A-Za-z0-9_]*)<<<" "\\1 * ::shardq_emu::Launch{\"\\1\", " text "${text}")
+    string(REPLACE ">>>(" "}(" text "${text}")
+    string(REGEX REPLACE "extern __shared__ ([A-Za-z0-9_:]+) ([A-Za-z0-9_]+)\\[\\];"
+           "\\1* const \\2 = static_cast<\\1*>(::shardq_emu::dynamic_shared_memory());" text "${text}")
+    string(FIND "${text}" ">>>" leftover)
+    if(NOT leftover EQUAL -1)
+      message(FATAL_ERROR "${cu}: a launch whose '>>>' is not followed by '(' on the same line")
+    endif()
+    file(WRITE ${dst}.tmp "#line 1 \"${cu}\"\n${text}")
+    file(COPY_FILE ${dst}.tmp ${dst} ONLY_IF_DIFFERENT)
+    file(REMOVE ${dst}.tmp)
+    set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${cu})
+    list(APPEND out ${dst})
+  endforeach()
+  set(${out_var} ${out} PARENT_SCOPE)
+endfunction()

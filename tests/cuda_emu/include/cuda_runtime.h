@@ -1,0 +1,3 @@
+// Host CUDA emulator (tests/cuda_emu): the runtime API header.
+#pragma once
+#include "cuda_runtime_api.h"
