@@ -396,7 +396,10 @@ void install_fault_handler() {
 
 }  // namespace
 
-int lane_id() { return static_cast<int>(running->current->linear % 32); }
+int lane_id() {
+  const unsigned linear = thread_idx.x + block_dim.x * (thread_idx.y + block_dim.y * thread_idx.z);
+  return static_cast<int>(linear % 32);
+}
 
 void syncthreads() {
   Scheduler& s = *running;
