@@ -44,3 +44,12 @@ function(shardq_cuda_emu_sources out_var)
   endforeach()
   set(${out_var} ${out} PARENT_SCOPE)
 endfunction()
+
+# The emulator's own tests (label emu): tests/cuda_emu/test_emulator.cu through the same rewrite.
+function(shardq_cuda_emu_tests)
+  shardq_cuda_emu_sources(sources ${CMAKE_SOURCE_DIR}/tests/cuda_emu/test_emulator.cu)
+  add_executable(shardq_cuda_emu_tests ${sources})
+  set_source_files_properties(${sources} PROPERTIES COMPILE_OPTIONS "-Wno-unknown-pragmas")
+  target_link_libraries(shardq_cuda_emu_tests PRIVATE shardq_cuda_emu GTest::gtest GTest::gtest_main)
+  gtest_discover_tests(shardq_cuda_emu_tests TEST_PREFIX "emu." DISCOVERY_TIMEOUT 60 PROPERTIES LABELS emu)
+endfunction()

@@ -19,6 +19,6 @@ cmake --build "$BUILD_DIR" -j "$JOBS"
 if [ $# -eq 0 ] && [ "${SHARDQ_EMU:-1}" != 0 ]; then
   EMU_BUILD_DIR=${EMU_BUILD_DIR:-$BUILD_DIR-emu}
   cmake -S . -B "$EMU_BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DSHARDQ_CUDA=EMU -DSHARDQ_BENCH=OFF ${CMAKE_ARGS:-}
-  cmake --build "$EMU_BUILD_DIR" -j "$JOBS" --target shardq shardq_gpu_tests
-  (cd "$EMU_BUILD_DIR" && ctest --output-on-failure --timeout 900 -j "$JOBS" -L gpu)
+  cmake --build "$EMU_BUILD_DIR" -j "$JOBS" --target shardq shardq_gpu_tests shardq_cuda_emu_tests
+  (cd "$EMU_BUILD_DIR" && ctest --output-on-failure --timeout 900 -j "$JOBS" -L 'gpu|emu')
 fi
