@@ -44,8 +44,11 @@ if [[ -n ${SHARDQ_DEVICE_DEADLINE:-} ]]; then  # gpu_device_run.sh's budget ends
 fi
 steps=" ${STEPS:-gptq torch parity e2e matmul attention sanitize} "
 bench_dir=$(cd "$(dirname "$SHARDQ_BIN")/../.." && pwd)/bench
-# Fastest first (bench/GPU_NOTES.md predicts ~75, ~90, ~110 and ~125 s end to end).
-candidates=${PARITY_CANDIDATES:-"tf32 forward=tf32,hessian=tf32x3 forward=tf32,hessian=fp32 tf32x3"}
+# Fastest first (bench/GPU_NOTES.md predicts ~75 and ~125 s end to end). The host CUDA emulator
+# kept stories' codes 100 % equal only with tf32x3 in both phases; a TF32 forward or Hessian gave
+# 0.917-0.921 (GPU_NOTES.md), so the mixed candidates are left out: tf32 stays as the fastest,
+# what the e2e times when nothing agrees.
+candidates=${PARITY_CANDIDATES:-"tf32 tf32x3"}
 e2e_reserve=${E2E_RESERVE_S:-150}
 parity_cache=$(mktemp -d)
 results=$OUT/issue10.jsonl
