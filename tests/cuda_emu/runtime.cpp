@@ -38,9 +38,7 @@
 #include "cuda_runtime_api.h"
 #include "emu_state.hpp"
 
-struct CUstream_st {
-  unsigned flags;
-};
+struct CUstream_st {};
 struct CUevent_st {
   std::chrono::steady_clock::time_point at;
 };
@@ -636,7 +634,7 @@ cudaError_t cudaMemGetInfo(std::size_t* free_bytes, std::size_t* total_bytes) {
 cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWithFlags(stream, cudaStreamDefault); }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags) {
   if (flags > cudaStreamNonBlocking) return fail(cudaErrorInvalidValue);
-  *stream = new CUstream_st{flags};
+  *stream = new CUstream_st;
   std::lock_guard lock(shardq_emu::state_mutex());
   shardq_emu::streams().insert(*stream);
   return cudaSuccess;

@@ -29,7 +29,6 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
-#define __noinline__
 #define __restrict__ __restrict
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
@@ -50,10 +49,6 @@ struct alignas(16) float4 {
   float x, y, z, w;
 };
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
-struct alignas(8) float2 {
-  float x, y;
-};
-inline float2 make_float2(float x, float y) { return {x, y}; }
 
 namespace shardq_emu {
 
@@ -102,12 +97,6 @@ inline unsigned __float_as_uint(float x) {
   std::memcpy(&u, &x, sizeof u);
   return u;
 }
-inline float __uint_as_float(unsigned u) {
-  float x;
-  std::memcpy(&x, &u, sizeof x);
-  return x;
-}
-inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 
 // CUDA's integer min/max overloads (math_functions.h) for the kernels' index arithmetic.
 template <typename A, typename B>
@@ -130,12 +119,6 @@ template <typename T>
 T atomicOr(T* address, T value) {
   const T old = *address;
   *address = old | value;
-  return old;
-}
-template <typename T>
-T atomicAdd(T* address, T value) {
-  const T old = *address;
-  *address = old + value;
   return old;
 }
 
