@@ -3,6 +3,8 @@
 // bad size or leading dimension), run by OpenBLAS and LAPACKE on the column-major operands.
 // Every operand must lie wholly inside one device allocation, which is what catches a wrong
 // leading dimension, transpose or size before it reads or writes the neighbouring memory.
+// Unless SHARDQ_EMU_NUMERICS=host, the results are the CPU's only up to rounding, as a GPU's are
+// (the sums over k in another order, the factorisations in fp64).
 #include <cblas.h>
 #include <lapacke.h>
 
@@ -79,8 +81,28 @@ cublasStatus_t gemm(const char* call, cublasOperation_t ta, cublasOperation_t tb
   std::vector<float> a_copy, b_copy;
   const float* pa = k > 0 ? rounded_operand(a, a_rows, a_cols, lda, round, a_copy) : a;
   const float* pb = k > 0 ? rounded_operand(b, b_rows, b_cols, ldb, round, b_copy) : b;
-  cblas_sgemm(CblasColMajor, cblas_op(ta), cblas_op(tb), m, n, k, alpha, pa, lda, pb, ldb, beta, c, ldc);
+  // Device numerics: the sum over k in two parts, k1 = k/3 made odd (no blocking of OpenBLAS's
+  // falls there), C = αA₁B₁ + βC, then C += αA₂B₂. cuBLAS's kernels sum in their own
+  // tile order, so their fp32 result is the CPU's only up to rounding; this one is too.
+  const int k1 = shardq_emu::device_numerics() && k >= 2 ? (k / 3) | 1 : k;
+  cblas_sgemm(CblasColMajor, cblas_op(ta), cblas_op(tb), m, n, k1, alpha, pa, lda, pb, ldb, beta, c, ldc);
+  if (k1 < k) {
+    const float* a2 = ta == CUBLAS_OP_N ? pa + static_cast<int64_t>(k1) * lda : pa + k1;
+    const float* b2 = tb == CUBLAS_OP_N ? pb + k1 : pb + static_cast<int64_t>(k1) * ldb;
+    cblas_sgemm(CblasColMajor, cblas_op(ta), cblas_op(tb), m, n, k - k1, alpha, a2, lda, b2, ldb, 1.0f, c, ldc);
+  }
   return CUBLAS_STATUS_SUCCESS;
+}
+
+// Device numerics for cuSOLVER: the fp32 factorisation done in fp64 and rounded back, which
+// agrees with LAPACK's fp32 result only up to rounding, as cuSOLVER's blocked one does.
+template <typename F>
+lapack_int via_double(float* a, int64_t n, int64_t lda, F&& factor) {
+  std::vector<double> d(static_cast<std::size_t>((n - 1) * lda + n));
+  for (std::size_t i = 0; i < d.size(); ++i) d[i] = a[i];
+  const lapack_int r = factor(d.data());
+  for (std::size_t i = 0; i < d.size(); ++i) a[i] = static_cast<float>(d[i]);
+  return r;
 }
 
 }  // namespace
@@ -141,8 +163,14 @@ cublasStatus_t cublasSsyrk(cublasHandle_t handle, cublasFillMode_t uplo, cublasO
   if (n == 0) return CUBLAS_STATUS_SUCCESS;
   if (k > 0) require_operand("cublasSsyrk", "A", A, a_rows, a_cols, lda, sizeof(float));
   require_operand("cublasSsyrk", "C", C, n, n, ldc, sizeof(float));
-  cblas_ssyrk(CblasColMajor, uplo == CUBLAS_FILL_MODE_LOWER ? CblasLower : CblasUpper, cblas_op(trans), n, k, *alpha, A,
-              lda, *beta, C, ldc);
+  // The sum over k in two parts under device numerics, as gemm's.
+  const CBLAS_UPLO fill = uplo == CUBLAS_FILL_MODE_LOWER ? CblasLower : CblasUpper;
+  const int k1 = shardq_emu::device_numerics() && k >= 2 ? (k / 3) | 1 : k;
+  cblas_ssyrk(CblasColMajor, fill, cblas_op(trans), n, k1, *alpha, A, lda, *beta, C, ldc);
+  if (k1 < k) {
+    const float* a2 = trans == CUBLAS_OP_N ? A + static_cast<int64_t>(k1) * lda : A + k1;
+    cblas_ssyrk(CblasColMajor, fill, cblas_op(trans), n, k - k1, *alpha, a2, lda, 1.0f, C, ldc);
+  }
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -222,10 +250,14 @@ cusolverStatus_t cusolverDnXpotrf(cusolverDnHandle_t handle, cusolverDnParams_t,
   if (const auto s = check_workspace("cusolverDnXpotrf", n, bufferOnDevice, workspaceInBytesOnDevice);
       s != CUSOLVER_STATUS_SUCCESS)
     return s;
-  const lapack_int r = n == 0 ? 0
-                              : LAPACKE_spotrf(LAPACK_COL_MAJOR, uplo == CUBLAS_FILL_MODE_UPPER ? 'U' : 'L',
-                                               static_cast<lapack_int>(n), static_cast<float*>(A),
-                                               static_cast<lapack_int>(lda));
+  const char fill = uplo == CUBLAS_FILL_MODE_UPPER ? 'U' : 'L';
+  const auto ln = static_cast<lapack_int>(n), llda = static_cast<lapack_int>(lda);
+  float* a = static_cast<float*>(A);
+  const lapack_int r =
+      n == 0 ? 0
+      : shardq_emu::device_numerics()
+          ? via_double(a, n, lda, [&](double* d) { return LAPACKE_dpotrf(LAPACK_COL_MAJOR, fill, ln, d, llda); })
+          : LAPACKE_spotrf(LAPACK_COL_MAJOR, fill, ln, a, llda);
   write_info("cusolverDnXpotrf", info, static_cast<int>(r));
   return CUSOLVER_STATUS_SUCCESS;
 }
@@ -249,10 +281,14 @@ cusolverStatus_t cusolverDnXtrtri(cusolverDnHandle_t handle, cublasFillMode_t up
   if (const auto s = check_workspace("cusolverDnXtrtri", n, bufferOnDevice, workspaceInBytesOnDevice);
       s != CUSOLVER_STATUS_SUCCESS)
     return s;
-  const lapack_int r = n == 0 ? 0
-                              : LAPACKE_strtri(LAPACK_COL_MAJOR, uplo == CUBLAS_FILL_MODE_UPPER ? 'U' : 'L',
-                                               diag == CUBLAS_DIAG_UNIT ? 'U' : 'N', static_cast<lapack_int>(n),
-                                               static_cast<float*>(A), static_cast<lapack_int>(lda));
+  const char fill = uplo == CUBLAS_FILL_MODE_UPPER ? 'U' : 'L', unit = diag == CUBLAS_DIAG_UNIT ? 'U' : 'N';
+  const auto ln = static_cast<lapack_int>(n), llda = static_cast<lapack_int>(lda);
+  float* a = static_cast<float*>(A);
+  const lapack_int r =
+      n == 0 ? 0
+      : shardq_emu::device_numerics()
+          ? via_double(a, n, lda, [&](double* d) { return LAPACKE_dtrtri(LAPACK_COL_MAJOR, fill, unit, ln, d, llda); })
+          : LAPACKE_strtri(LAPACK_COL_MAJOR, fill, unit, ln, a, llda);
   write_info("cusolverDnXtrtri", devInfo, static_cast<int>(r));
   return CUSOLVER_STATUS_SUCCESS;
 }

@@ -29,6 +29,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -393,6 +394,14 @@ void install_fault_handler() {
 }
 
 }  // namespace
+
+bool device_numerics() {
+  static const bool device = [] {
+    const char* v = std::getenv("SHARDQ_EMU_NUMERICS");
+    return !(v && std::string_view(v) == "host");
+  }();
+  return device;
+}
 
 int lane_id() {
   const unsigned linear = thread_idx.x + block_dim.x * (thread_idx.y + block_dim.y * thread_idx.z);

@@ -1,14 +1,23 @@
 // Tests of the host CUDA emulator itself (built only with -DSHARDQ_CUDA=EMU, label emu): that it
 // runs kernels as CUDA defines them (barriers, shuffles, shared and dynamic shared memory, the
-// builtins) and that it stops on what a GPU would fault on or hang at, with its one-line message.
+// builtins), that it stops on what a GPU would fault on or hang at, with its one-line message,
+// and that it computes what a GPU need not round as the host does otherwise than the host.
+#include <cblas.h>
+#include <lapacke.h>
+
+#include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <numeric>
+#include <random>
+#include <string_view>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "cublas_v2.h"
 #include "cuda_runtime_api.h"
+#include "cusolverDn.h"
 
 namespace {
 
@@ -64,6 +73,33 @@ __global__ void divergent_barrier_kernel(int* out) {
   if (threadIdx.x == 0) __syncthreads();
   else v = __shfl_xor_sync(0xffffffffu, v, 1);
   out[threadIdx.x] = v;
+}
+
+__global__ void transcendentals_kernel(const float* x, float* out, int n) {
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i >= n) return;
+  out[i] = expf(x[i]);
+  out[n + i] = sinf(x[i]);
+  out[2 * n + i] = cosf(x[i]);
+}
+
+// out[0] = a·b + c as nvcc compiles it (one fma), out[1] the same with each step rounded.
+__global__ void contraction_kernel(const float* v, float* out) {
+  out[0] = v[0] * v[1] + v[2];
+  out[1] = __fadd_rn(__fmul_rn(v[0], v[1]), v[2]);
+}
+
+bool host_numerics() {
+  const char* v = std::getenv("SHARDQ_EMU_NUMERICS");
+  return v && std::string_view(v) == "host";
+}
+
+std::vector<float> random_floats(std::size_t n, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> dist;
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(gen);
+  return v;
 }
 
 template <typename T>
@@ -250,6 +286,152 @@ TEST(CudaEmu, CublasSgemmIsColumnMajor) {
   cudaFree(d_a);
   cudaFree(d_b);
   cudaFree(d_c);
+}
+
+template <typename T>
+std::vector<T> to_host(const T* d, std::size_t n) {
+  std::vector<T> h(n);
+  EXPECT_EQ(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+  return h;
+}
+
+template <typename T>
+T* to_device(const std::vector<T>& h) {
+  T* d = device_alloc<T>(h.size());
+  EXPECT_EQ(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+  return d;
+}
+
+TEST(CudaEmu, DeviceTranscendentalsAreOneUlpFromTheHostsForHalfTheArguments) {
+  if (host_numerics()) GTEST_SKIP() << "SHARDQ_EMU_NUMERICS=host";
+  std::vector<float> x = random_floats(4096, 7);
+  x[0] = 0.0f;
+  x[1] = -INFINITY;
+  const int n = static_cast<int>(x.size());
+  float* d_x = to_device(x);
+  float* d_out = device_alloc<float>(3 * x.size());
+  transcendentals_kernel<<<n / 256, 256>>>(d_x, d_out, n);
+  const std::vector<float> out = to_host(d_out, 3 * x.size());
+  int moved[3] = {0, 0, 0};
+  for (int i = 0; i < n; ++i) {
+    const float host[3] = {std::exp(x[i]), std::sin(x[i]), std::cos(x[i])};
+    for (int f = 0; f < 3; ++f) {
+      const float dev = out[f * n + i];
+      if (dev == host[f] || (std::isnan(dev) && std::isnan(host[f]))) continue;  // sin, cos of -inf
+      ++moved[f];
+      EXPECT_TRUE(dev == std::nextafter(host[f], INFINITY) || dev == std::nextafter(host[f], -INFINITY))
+          << "function " << f << " at " << x[i] << ": " << dev << " vs the host's " << host[f];
+    }
+  }
+  for (int f = 0; f < 3; ++f) {
+    EXPECT_GT(moved[f], n * 3 / 10) << "function " << f;
+    EXPECT_LT(moved[f], n * 7 / 10) << "function " << f;
+  }
+  EXPECT_EQ(out[0], 1.0f);      // exp(0)
+  EXPECT_EQ(out[n], 0.0f);      // sin(0)
+  EXPECT_EQ(out[2 * n], 1.0f);  // cos(0)
+  EXPECT_EQ(out[1], 0.0f);      // exp(-inf)
+  cudaFree(d_x);
+  cudaFree(d_out);
+}
+
+TEST(CudaEmu, KernelsContractIntoFmaAsNvccDoesButNotInsideRoundingIntrinsics) {
+  // a² = 1 + 2^-11 + 2^-24 exactly; rounded to fp32 the 2^-24 is a tie that goes to even.
+  const std::vector<float> v = {1.0f + 0x1p-12f, 1.0f + 0x1p-12f, -(1.0f + 0x1p-11f)};
+  float* d_v = to_device(v);
+  float* d_out = device_alloc<float>(2);
+  contraction_kernel<<<1, 1>>>(d_v, d_out);
+  const std::vector<float> out = to_host(d_out, 2);
+#if SHARDQ_CUDA_EMU_HOST_FMA
+  EXPECT_EQ(out[0], 0x1p-24f);
+#else
+  EXPECT_EQ(out[0], 0.0f);
+#endif
+  EXPECT_EQ(out[1], 0.0f);
+  cudaFree(d_v);
+  cudaFree(d_out);
+}
+
+TEST(CudaEmu, CublasSumsInAnotherOrderThanOpenBlasButAsAccurately) {
+  if (host_numerics()) GTEST_SKIP() << "SHARDQ_EMU_NUMERICS=host";
+  const int m = 64, n = 96, k = 200;
+  const std::vector<float> a = random_floats(static_cast<std::size_t>(m) * k, 11);
+  const std::vector<float> b = random_floats(static_cast<std::size_t>(k) * n, 12);
+  float* d_a = to_device(a);
+  float* d_b = to_device(b);
+  float* d_c = device_alloc<float>(static_cast<std::size_t>(m) * n);
+  cublasHandle_t h;
+  ASSERT_EQ(cublasCreate(&h), CUBLAS_STATUS_SUCCESS);
+  const float one = 1.0f, zero = 0.0f;
+  ASSERT_EQ(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &one, d_a, m, d_b, k, &zero, d_c, m),
+            CUBLAS_STATUS_SUCCESS);
+  const std::vector<float> c = to_host(d_c, static_cast<std::size_t>(m) * n);
+  std::vector<float> ref(c.size());
+  cblas_sgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a.data(), m, b.data(), k, 0.0f, ref.data(), m);
+  std::size_t equal = 0;
+  for (int j = 0; j < n; ++j)
+    for (int i = 0; i < m; ++i) {
+      double abs_sum = 0.0, exact = 0.0;
+      for (int p = 0; p < k; ++p) {
+        const double t = static_cast<double>(a[p * m + i]) * b[j * k + p];
+        exact += t;
+        abs_sum += std::fabs(t);
+      }
+      const std::size_t idx = static_cast<std::size_t>(j) * m + i;
+      equal += c[idx] == ref[idx];
+      EXPECT_LE(std::fabs(c[idx] - exact), 1e-6 * abs_sum) << "C(" << i << ", " << j << ")";
+    }
+  EXPECT_LT(equal, c.size() * 9 / 10) << "the emulated product rounds as OpenBLAS's everywhere";
+  cublasDestroy(h);
+  cudaFree(d_a);
+  cudaFree(d_b);
+  cudaFree(d_c);
+}
+
+TEST(CudaEmu, CusolverFactorsAsLapackUpToRounding) {
+  if (host_numerics()) GTEST_SKIP() << "SHARDQ_EMU_NUMERICS=host";
+  // A = XᵀX / rows + I, well conditioned, n = 40.
+  const int n = 40, rows = 80;
+  const std::vector<float> x = random_floats(static_cast<std::size_t>(rows) * n, 13);
+  std::vector<float> a(static_cast<std::size_t>(n) * n);
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < n; ++j) {
+      double s = i == j ? 1.0 : 0.0;
+      for (int r = 0; r < rows; ++r) s += static_cast<double>(x[r * n + i]) * x[r * n + j] / rows;
+      a[j * n + i] = static_cast<float>(s);
+    }
+  float* d_a = to_device(a);
+  int* d_info = device_alloc<int>(1);
+  cusolverDnHandle_t h;
+  cusolverDnParams_t params;
+  ASSERT_EQ(cusolverDnCreate(&h), CUSOLVER_STATUS_SUCCESS);
+  ASSERT_EQ(cusolverDnCreateParams(&params), CUSOLVER_STATUS_SUCCESS);
+  std::size_t device_bytes = 0, host_bytes = 0;
+  ASSERT_EQ(cusolverDnXpotrf_bufferSize(h, params, CUBLAS_FILL_MODE_UPPER, n, CUDA_R_32F, d_a, n, CUDA_R_32F,
+                                        &device_bytes, &host_bytes),
+            CUSOLVER_STATUS_SUCCESS);
+  void* d_work = device_alloc<char>(device_bytes);
+  ASSERT_EQ(cusolverDnXpotrf(h, params, CUBLAS_FILL_MODE_UPPER, n, CUDA_R_32F, d_a, n, CUDA_R_32F, d_work, device_bytes,
+                             nullptr, 0, d_info),
+            CUSOLVER_STATUS_SUCCESS);
+  EXPECT_EQ(to_host(d_info, 1)[0], 0);
+  const std::vector<float> u = to_host(d_a, a.size());
+  std::vector<float> ref = a;
+  ASSERT_EQ(LAPACKE_spotrf(LAPACK_COL_MAJOR, 'U', n, ref.data(), n), 0);
+  std::size_t equal = 0, upper = 0;
+  for (int j = 0; j < n; ++j)
+    for (int i = 0; i <= j; ++i) {
+      const std::size_t idx = static_cast<std::size_t>(j) * n + i;
+      ++upper;
+      equal += u[idx] == ref[idx];
+      EXPECT_NEAR(u[idx], ref[idx], 1e-5f) << "U(" << i << ", " << j << ")";
+    }
+  EXPECT_LT(equal, upper) << "the emulated factor rounds as LAPACK's everywhere";
+  cusolverDnDestroyParams(params);
+  cusolverDnDestroy(h);
+  cudaFree(d_a);
+  cudaFree(d_info);
+  cudaFree(d_work);
 }
 
 }  // namespace

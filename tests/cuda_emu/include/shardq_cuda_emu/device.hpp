@@ -9,9 +9,11 @@
 // another; the threads of a block as cooperative fibers that switch only at __syncthreads and
 // __shfl_xor_sync, the only points where CUDA lets one thread see another's writes, so a
 // missing barrier gives a wrong result here as on a GPU only where the schedule exposes it.
-// Arithmetic is the host's IEEE fp32/fp64 without contraction (the build passes
-// -ffp-contract=off), which is what the kernels' explicit __fmul_rn / __fadd_rn roundings
-// and fmaf calls already pin down on a GPU.
+// Arithmetic is the host's IEEE fp32/fp64, with a * b + c contracted into an fma where the
+// host has FMA (as nvcc's default --fmad=true does; the build checks and passes -mfma
+// -ffp-contract=fast, else -ffp-contract=off) and never inside __fmul_rn / __fadd_rn. What is
+// not IEEE-exact on a GPU is not the host's here either (unless SHARDQ_EMU_NUMERICS=host):
+// expf/sinf/cosf below, and cuBLAS's and cuSOLVER's summation orders (blas.cpp).
 #pragma once
 
 #include <array>
@@ -86,17 +88,59 @@ T __shfl_xor_sync(unsigned mask, T var, int lane_mask, int width = 32) {
 }
 
 // ---- arithmetic intrinsics (CUDA Math API, "Single/Double Precision Intrinsics") --------------
-inline float __fadd_rn(float a, float b) { return a + b; }
-inline float __fsub_rn(float a, float b) { return a - b; }
-inline float __fmul_rn(float a, float b) { return a * b; }
+// nvcc never fuses these into an fma (CUDA C Programming Guide, "Intrinsic Functions"); the
+// kernels are built with the host's contraction where it has FMA (cmake/ShardqCudaEmu.cmake),
+// so each operand and result passes an empty asm the compiler cannot see through.
+namespace shardq_emu {
+template <typename T>
+inline T rounded(T x) {
+#if defined(__x86_64__)
+  __asm__("" : "+x"(x));
+#else
+  __asm__("" : "+w"(x));
+#endif
+  return x;
+}
+template <typename T>
+inline T add_rn(T a, T b) {
+  return rounded(rounded(a) + rounded(b));
+}
+}  // namespace shardq_emu
+inline float __fadd_rn(float a, float b) { return ::shardq_emu::add_rn(a, b); }
+inline float __fsub_rn(float a, float b) { return ::shardq_emu::add_rn(a, -b); }
+inline float __fmul_rn(float a, float b) { return ::shardq_emu::rounded(a * b); }
 inline float __fdiv_rn(float a, float b) { return a / b; }
-inline double __dadd_rn(double a, double b) { return a + b; }
-inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __dadd_rn(double a, double b) { return ::shardq_emu::add_rn(a, b); }
+inline double __dmul_rn(double a, double b) { return ::shardq_emu::rounded(a * b); }
 inline unsigned __float_as_uint(float x) {
   unsigned u;
   std::memcpy(&u, &x, sizeof u);
   return u;
 }
+
+// ---- the device's transcendentals -----------------------------------------------------------
+// CUDA's expf, sinf and cosf are not glibc's: the CUDA C Programming Guide (Mathematical
+// Functions, Table "single-precision") allows them 2 ulp, and where the host's is correctly
+// rounded theirs may be one off. The build routes the kernels' calls here
+// (cmake/ShardqCudaEmu.cmake), where, unless SHARDQ_EMU_NUMERICS=host, a fixed half of the
+// arguments (by a hash of their bits) gets the host's result moved by one ulp, so a CPU
+// reference that matches a kernel only because both called glibc fails here as on a GPU. The
+// exact cases (an argument of 0, results 0, 1, ±inf, NaN) keep the host's value, as CUDA's do.
+namespace shardq_emu {
+bool device_numerics();  // false with SHARDQ_EMU_NUMERICS=host (runtime.cpp)
+inline float device_ulp_moved(float x, float r) {
+  if (!device_numerics() || x == 0.0f || r == 0.0f || r == 1.0f || r == -1.0f || !std::isfinite(r)) return r;
+  uint32_t h;
+  std::memcpy(&h, &x, sizeof h);
+  h = (h ^ (h >> 16)) * 0x45d9f3bu;
+  h ^= h >> 16;
+  if (h & 1u) return r;
+  return std::nextafter(r, (h & 2u) ? INFINITY : -INFINITY);
+}
+inline float device_expf(float x) { return device_ulp_moved(x, ::expf(x)); }
+inline float device_sinf(float x) { return device_ulp_moved(x, ::sinf(x)); }
+inline float device_cosf(float x) { return device_ulp_moved(x, ::cosf(x)); }
+}  // namespace shardq_emu
 
 // CUDA's integer min/max overloads (math_functions.h) for the kernels' index arithmetic.
 template <typename A, typename B>
