@@ -12,8 +12,8 @@
 #              (fastest first): quantized integers of the GPU job vs the CPU fp32 job     (45 each)
 #              (the CPU reference jobs run once and are reused across candidates)
 #   e2e        bench/gpu_e2e.sh at Llama-3-8B shapes (its model made in the background from the
-#              parity step on, $OUT/e2e_prep.log) with the fastest candidate whose codes
-#              agreed ≥ 99.9 % on both models, or E2E_MATMUL. When none agreed (or the sweep
+#              parity step on, $OUT/e2e_prep.log) with the fastest candidate that passed
+#              job_parity.sh on both models, or E2E_MATMUL. When none agreed (or the sweep
 #              had no time) it times the fastest candidate anyway: fp32 end to end (~215 s
 #              predicted) does not fit one call, and the timing is what the next run needs (rest;
 #              the steps below run in what it leaves). If the model is not made by the time the

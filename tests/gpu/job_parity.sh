@@ -3,6 +3,12 @@
 # quantized integers must agree for ≥ MIN_FRACTION of the weights (the two sides' fp32 sums
 # run in different orders, so a value on a rounding tie may round the other way), and the
 # GPU checkpoint must evaluate like the CPU one. Skips (77) on a machine without a GPU.
+# synth is past that: there a flipped code in layer 0's 512- and 1376-column MLP rows feeds
+# GPTQ's error feedback along the row and, through the sequential schedule, every later
+# layer's inputs, so ~90 % of the codes agree (bench/GPU_NOTES.md). What must hold there:
+# MIN_FRACTION for the linears whose inputs are the CPU's bits (layer 0's q/k/v: the
+# embedding's rmsnorm, fixed-point Hessians), and each linear's output error that of the
+# CPU's (rel_err ratio within 1 ± 0.05, its mean within 1 ± 0.01).
 #   job_parity.sh stories|synth [PRECISION] [MIN_FRACTION]
 #   PRECISION: SHARDQ_CUDA_MATMUL of the GPU job, fp32|tf32x3|tf32|bf16 or forward=..,hessian=..
 # With RANKS=N (> 1) the reference is the one-process GPU job and the compared one runs as N
@@ -28,6 +34,7 @@ case "$model" in
       --output "$work/model" 2>/dev/null
     calib=(--calibration "$S/data/tinystories/calib.txt" --samples 64 --seq-len 256)
     quant=(--method gptq --bits 4 --group-size 32 --act-order)
+    compare=()
     ;;
   synth)
     # Shapes past one 128-row GPTQ tile and one 128-column block, GQA, a non-power-of-two MLP.
@@ -36,6 +43,8 @@ case "$model" in
     "$PY" -c "import numpy as np; np.random.default_rng(5).integers(0, 1000, 60000).astype('<u4').tofile('$work/tokens.bin')"
     calib=(--calibration "$work/tokens.bin" --calibration-format tokens --samples 32 --seq-len 512)
     quant=(--method gptq --bits 4 --group-size 128 --act-order)
+    compare=(--only '^model\.layers\.0\.self_attn\.[qkv]_proj$' --rel-error-mean-within 0.01
+             --rel-error-each-within 0.05)
     ;;
   *) echo "job_parity.sh: unknown model '$model'" >&2; exit 2 ;;
 esac
@@ -66,7 +75,7 @@ if ! SHARDQ_CUDA_MATMUL=$precision "${launch[@]}" "$SHARDQ_BIN" quantize --model
   cat "$work/cuda.err" >&2
   exit 1
 fi
-"$PY" "$SHARDQ_SOURCE/tests/gpu/compare_codes.py" "$work/cpu" "$work/cuda" "$min_fraction"
+"$PY" "$SHARDQ_SOURCE/tests/gpu/compare_codes.py" "$work/cpu" "$work/cuda" "$min_fraction" "${compare[@]}"
 if [ "$model" = stories ]; then
   for side in cpu cuda; do
     "$SHARDQ_BIN" eval --model "$work/$side" --ref "$work/model" --text "$S/data/tinystories/eval.txt" \
