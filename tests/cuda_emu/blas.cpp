@@ -65,6 +65,12 @@ const float* rounded_operand(const float* p, int64_t rows, int64_t cols, int64_t
 
 CBLAS_TRANSPOSE cblas_op(cublasOperation_t op) { return op == CUBLAS_OP_N ? CblasNoTrans : CblasTrans; }
 
+// Device numerics for cuBLAS: a sum over k taken in two parts, the first k1 = k/3 made odd (no
+// blocking of OpenBLAS's falls there) terms, then the rest added to that result. cuBLAS's
+// kernels sum in their own tile order, so their fp32 result is the CPU's only up to rounding;
+// this one is too. k itself (one part) under SHARDQ_EMU_NUMERICS=host.
+int first_part_of_k(int k) { return shardq_emu::device_numerics() && k >= 2 ? (k / 3) | 1 : k; }
+
 cublasStatus_t gemm(const char* call, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
                     const float* a, int lda, const float* b, int ldb, float beta, float* c, int ldc,
                     float (*round)(float)) {
@@ -81,10 +87,8 @@ cublasStatus_t gemm(const char* call, cublasOperation_t ta, cublasOperation_t tb
   std::vector<float> a_copy, b_copy;
   const float* pa = k > 0 ? rounded_operand(a, a_rows, a_cols, lda, round, a_copy) : a;
   const float* pb = k > 0 ? rounded_operand(b, b_rows, b_cols, ldb, round, b_copy) : b;
-  // Device numerics: the sum over k in two parts, k1 = k/3 made odd (no blocking of OpenBLAS's
-  // falls there), C = αA₁B₁ + βC, then C += αA₂B₂. cuBLAS's kernels sum in their own
-  // tile order, so their fp32 result is the CPU's only up to rounding; this one is too.
-  const int k1 = shardq_emu::device_numerics() && k >= 2 ? (k / 3) | 1 : k;
+  // C = αA₁B₁ + βC, then C += αA₂B₂ (first_part_of_k).
+  const int k1 = first_part_of_k(k);
   cblas_sgemm(CblasColMajor, cblas_op(ta), cblas_op(tb), m, n, k1, alpha, pa, lda, pb, ldb, beta, c, ldc);
   if (k1 < k) {
     const float* a2 = ta == CUBLAS_OP_N ? pa + static_cast<int64_t>(k1) * lda : pa + k1;
@@ -163,9 +167,9 @@ cublasStatus_t cublasSsyrk(cublasHandle_t handle, cublasFillMode_t uplo, cublasO
   if (n == 0) return CUBLAS_STATUS_SUCCESS;
   if (k > 0) require_operand("cublasSsyrk", "A", A, a_rows, a_cols, lda, sizeof(float));
   require_operand("cublasSsyrk", "C", C, n, n, ldc, sizeof(float));
-  // The sum over k in two parts under device numerics, as gemm's.
+  // C = αA₁A₁ᵀ + βC, then C += αA₂A₂ᵀ (first_part_of_k).
   const CBLAS_UPLO fill = uplo == CUBLAS_FILL_MODE_LOWER ? CblasLower : CblasUpper;
-  const int k1 = shardq_emu::device_numerics() && k >= 2 ? (k / 3) | 1 : k;
+  const int k1 = first_part_of_k(k);
   cblas_ssyrk(CblasColMajor, fill, cblas_op(trans), n, k1, *alpha, A, lda, *beta, C, ldc);
   if (k1 < k) {
     const float* a2 = trans == CUBLAS_OP_N ? A + static_cast<int64_t>(k1) * lda : A + k1;

@@ -16,11 +16,6 @@ namespace shardq_emu {
 // of cudaMallocHost).
 bool in_allocation(const void* p, std::size_t bytes, bool device_only);
 
-// Whether the emulator models what a GPU computes differently from the host (the default;
-// false with SHARDQ_EMU_NUMERICS=host): device transcendentals (device.hpp), cuBLAS's and
-// cuSOLVER's rounding (blas.cpp).
-bool device_numerics();
-
 // Sets the calling thread's last error (cudaGetLastError) and returns it.
 cudaError_t fail(cudaError_t e);
 

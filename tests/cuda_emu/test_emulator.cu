@@ -7,10 +7,8 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <numeric>
 #include <random>
-#include <string_view>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -87,11 +85,6 @@ __global__ void transcendentals_kernel(const float* x, float* out, int n) {
 __global__ void contraction_kernel(const float* v, float* out) {
   out[0] = v[0] * v[1] + v[2];
   out[1] = __fadd_rn(__fmul_rn(v[0], v[1]), v[2]);
-}
-
-bool host_numerics() {
-  const char* v = std::getenv("SHARDQ_EMU_NUMERICS");
-  return v && std::string_view(v) == "host";
 }
 
 std::vector<float> random_floats(std::size_t n, unsigned seed) {
@@ -303,7 +296,7 @@ T* to_device(const std::vector<T>& h) {
 }
 
 TEST(CudaEmu, DeviceTranscendentalsAreOneUlpFromTheHostsForHalfTheArguments) {
-  if (host_numerics()) GTEST_SKIP() << "SHARDQ_EMU_NUMERICS=host";
+  if (!::shardq_emu::device_numerics()) GTEST_SKIP() << "SHARDQ_EMU_NUMERICS=host";
   std::vector<float> x = random_floats(4096, 7);
   x[0] = 0.0f;
   x[1] = -INFINITY;
@@ -353,7 +346,7 @@ TEST(CudaEmu, KernelsContractIntoFmaAsNvccDoesButNotInsideRoundingIntrinsics) {
 }
 
 TEST(CudaEmu, CublasSumsInAnotherOrderThanOpenBlasButAsAccurately) {
-  if (host_numerics()) GTEST_SKIP() << "SHARDQ_EMU_NUMERICS=host";
+  if (!::shardq_emu::device_numerics()) GTEST_SKIP() << "SHARDQ_EMU_NUMERICS=host";
   const int m = 64, n = 96, k = 200;
   const std::vector<float> a = random_floats(static_cast<std::size_t>(m) * k, 11);
   const std::vector<float> b = random_floats(static_cast<std::size_t>(k) * n, 12);
@@ -389,7 +382,7 @@ TEST(CudaEmu, CublasSumsInAnotherOrderThanOpenBlasButAsAccurately) {
 }
 
 TEST(CudaEmu, CusolverFactorsAsLapackUpToRounding) {
-  if (host_numerics()) GTEST_SKIP() << "SHARDQ_EMU_NUMERICS=host";
+  if (!::shardq_emu::device_numerics()) GTEST_SKIP() << "SHARDQ_EMU_NUMERICS=host";
   // A = XᵀX / rows + I, well conditioned, n = 40.
   const int n = 40, rows = 80;
   const std::vector<float> x = random_floats(static_cast<std::size_t>(rows) * n, 13);

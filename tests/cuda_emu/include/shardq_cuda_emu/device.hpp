@@ -127,7 +127,10 @@ inline unsigned __float_as_uint(float x) {
 // reference that matches a kernel only because both called glibc fails here as on a GPU. The
 // exact cases (an argument of 0, results 0, 1, ±inf, NaN) keep the host's value, as CUDA's do.
 namespace shardq_emu {
-bool device_numerics();  // false with SHARDQ_EMU_NUMERICS=host (runtime.cpp)
+// Whether the emulator rounds otherwise than the host where a GPU may (the default; false with
+// SHARDQ_EMU_NUMERICS=host): these transcendentals, cuBLAS's and cuSOLVER's sums (blas.cpp).
+// Defined in runtime.cpp.
+bool device_numerics();
 inline float device_ulp_moved(float x, float r) {
   if (!device_numerics() || x == 0.0f || r == 0.0f || r == 1.0f || r == -1.0f || !std::isfinite(r)) return r;
   uint32_t h;
